@@ -1,0 +1,116 @@
+"""What a checkpoint holds, and saving, listing and restoring checkpoints.
+
+A training checkpoint holds the model (weights, learned initial state,
+dropout RNG state), the optimizer (built before restore, so that Adam's slots
+are restored too), the step, the carried state and the data iterator: a
+resumed run continues exactly where it stopped. TensorFlow writes a
+checkpoint's files first and then, atomically, the `checkpoint` index file,
+so a crash during a save leaves the last complete checkpoint as the latest.
+"""
+
+import os
+import re
+
+import tensorflow as tf
+
+from lstm_ctl.state import LSTMState
+
+CHECKPOINT_NAME = "ckpt"
+
+
+class CarriedState(tf.Module):
+    """The state carried between batches, as `[None, H]` variables.
+
+    Batch size 0 means nothing is carried yet.
+    """
+
+    def __init__(self, num_layers, units, dtype=tf.float32):
+        super().__init__(name="carried_state")
+        with tf.init_scope():
+            self.h = [tf.Variable(tf.zeros([0, units], dtype),
+                                  shape=tf.TensorShape([None, units]),
+                                  trainable=False, name=f"h_{i}")
+                      for i in range(num_layers)]
+            self.c = [tf.Variable(tf.zeros([0, units], dtype),
+                                  shape=tf.TensorShape([None, units]),
+                                  trainable=False, name=f"c_{i}")
+                      for i in range(num_layers)]
+
+    def assign(self, state):
+        for h, c, s in zip(self.h, self.c, state):
+            h.assign(s.h)
+            c.assign(s.c)
+
+    def read(self):
+        """The carried state, or None when nothing is carried."""
+        if int(tf.shape(self.h[0])[0]) == 0:
+            return None
+        return tuple(LSTMState(tf.identity(h), tf.identity(c))
+                     for h, c in zip(self.h, self.c))
+
+
+def checkpoint_step(path):
+    """The step number a checkpoint path ends in (`.../ckpt-1500` -> 1500)."""
+    match = re.search(r"-(\d+)$", path)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(model_dir):
+    """All checkpoints the index of `model_dir` lists, oldest first."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths)
+    return [p if os.path.isabs(p) else os.path.join(model_dir, p)
+            for p in paths]
+
+
+def latest_checkpoint(model_dir):
+    return tf.train.latest_checkpoint(model_dir)
+
+
+def require_checkpoint(model_dir, checkpoint=None):
+    """The checkpoint to use, or a FileNotFoundError that says what is there."""
+    if checkpoint:
+        if not tf.io.gfile.exists(checkpoint + ".index"):
+            raise FileNotFoundError(f"checkpoint {checkpoint!r} not found "
+                                    f"(no {checkpoint}.index).")
+        return checkpoint
+    latest = latest_checkpoint(model_dir)
+    if latest is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {model_dir!r}: train first (python train.py "
+            f"--model_dir={model_dir}) or pass --checkpoint=PATH.")
+    return latest
+
+
+class Checkpoints:
+    """A CheckpointManager over `model_dir` for the given objects."""
+
+    def __init__(self, model_dir, max_to_keep, **objects):
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, model_dir, max_to_keep=max_to_keep,
+            checkpoint_name=CHECKPOINT_NAME)
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def save(self, step):
+        """Saves as `ckpt-<step>` (the training step, not a save counter)."""
+        return self.manager.save(checkpoint_number=int(step))
+
+    def restore(self, path):
+        """Restores every object; an object missing from `path` is an error."""
+        status = self.checkpoint.restore(path)
+        status.assert_existing_objects_matched()
+        return status
+
+
+def restore_model(model, path):
+    """Restores only the model from a training checkpoint (evaluation)."""
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+    return status

@@ -1,0 +1,158 @@
+"""Frozen dataclasses: what a run is. Only the entry points read flags.
+
+`TrainConfig` is written to `<model_dir>/config.json`, so that evaluation
+rebuilds the model and the data from it rather than from flags.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+TASKS = ("sine", "text", "csv")
+STATE_MODES = ("carry", "reset")
+INITIAL_STATE_MODES = ("zeros", "learned")
+LR_SCHEDULES = ("constant", "cosine")
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    units: int = 128
+    num_layers: int = 1
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    initial_state_mode: str = "zeros"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    task: str = "sine"
+    seq_len: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    text_file: Optional[str] = None
+    csv_file: Optional[str] = None
+    target_columns: Tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str = "runs/default"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train_steps: int = 2000
+    learning_rate: float = 3e-3
+    lr_schedule: str = "cosine"
+    clip_norm: float = 1.0
+    state_mode: str = "carry"
+    reset_every: int = 0
+    jit_compile: bool = False
+    seed: int = 0
+    log_every: int = 100
+    hist_every: int = 500
+    checkpoint_every: int = 500
+    max_to_keep: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    model_dir: str
+    checkpoint: Optional[str] = None
+    all_checkpoints: bool = False
+    state_mode: str = "both"
+    eval_steps: int = 0
+    output_json: Optional[str] = None
+
+
+def validate(config: TrainConfig):
+    """Raises ValueError naming the first bad value and what was expected."""
+    m, d = config.model, config.data
+
+    def check(ok, message):
+        if not ok:
+            raise ValueError(message)
+
+    check(m.units >= 1, f"units must be >= 1; got {m.units}")
+    check(m.num_layers >= 1, f"num_layers must be >= 1; got {m.num_layers}")
+    for name in ("dropout", "recurrent_dropout"):
+        value = getattr(m, name)
+        check(0.0 <= value < 1.0, f"{name} must be in [0, 1); got {value}")
+    check(m.initial_state_mode in INITIAL_STATE_MODES,
+          f"initial_state_mode must be one of {INITIAL_STATE_MODES}; got "
+          f"{m.initial_state_mode!r}")
+    check(d.task in TASKS, f"task must be one of {TASKS}; got {d.task!r}")
+    check(d.seq_len >= 1, f"seq_len must be >= 1; got {d.seq_len}")
+    check(d.batch_size >= 1, f"batch_size must be >= 1; got {d.batch_size}")
+    if d.task == "text":
+        check(bool(d.text_file), "task=text needs --text_file (a UTF-8 file)")
+    if d.task == "csv":
+        check(bool(d.csv_file), "task=csv needs --csv_file")
+        check(bool(d.target_columns),
+              "task=csv needs --target_columns (comma-separated names)")
+    check(config.train_steps >= 1,
+          f"train_steps must be >= 1; got {config.train_steps}")
+    check(config.learning_rate > 0,
+          f"learning_rate must be > 0; got {config.learning_rate}")
+    check(config.lr_schedule in LR_SCHEDULES,
+          f"lr_schedule must be one of {LR_SCHEDULES}; got "
+          f"{config.lr_schedule!r}")
+    check(config.clip_norm >= 0,
+          f"clip_norm must be >= 0 (0 turns clipping off); got "
+          f"{config.clip_norm}")
+    check(config.state_mode in STATE_MODES,
+          f"state_mode must be one of {STATE_MODES}; got "
+          f"{config.state_mode!r}")
+    check(config.reset_every >= 0,
+          f"reset_every must be >= 0 (0: never); got {config.reset_every}")
+    for name in ("log_every", "hist_every", "checkpoint_every", "max_to_keep"):
+        value = getattr(config, name)
+        check(value >= 1, f"{name} must be >= 1; got {value}")
+    return config
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def from_dict(values):
+    """A TrainConfig from `to_dict` output (as read back from JSON)."""
+    values = dict(values)
+    model = ModelConfig(**values.pop("model"))
+    data = dict(values.pop("data"))
+    data["target_columns"] = tuple(data.get("target_columns") or ())
+    return TrainConfig(model=model, data=DataConfig(**data), **values)
+
+
+def config_path(model_dir):
+    return os.path.join(model_dir, CONFIG_FILE)
+
+
+def save(config, model_dir):
+    """Writes config.json atomically (a crash never leaves half a file)."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = config_path(model_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_dict(config), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(model_dir):
+    path = config_path(model_dir)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {model_dir!r} is not a model dir written by "
+            "train.py (it records its config there).")
+    with open(path) as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    try:
+        return from_dict(values)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} does not hold a lstm_ctl TrainConfig "
+                         f"({e}).") from None

@@ -1,0 +1,166 @@
+"""train.py as a user runs it: flags, each task end to end, stop and resume,
+and a real TensorBoard server reading the run."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--units=8", "--seq_len=5", "--batch_size=2", "--train_steps=4",
+        "--log_every=1", "--hist_every=2", "--checkpoint_every=2"]
+
+
+def env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def train(*args, timeout=120):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args],
+                          cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def losses_in(model_dir):
+    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    events = acc.Tensors("loss")
+    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+            for e in events}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dropout=1.5"], "--dropout must be in [0, 1)"),
+    (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+    (["--state_mode=keep"], "value should be one of <carry|reset>"),
+    (["--task=text"], "--task=text needs --text_file=PATH"),
+    (["--task=text", "--text_file=/nonexistent"], "--text_file does not "
+                                                  "exist"),
+    (["--task=csv", "--csv_file=x.csv"], "--task=csv needs --csv_file=PATH "
+                                         "and --target_columns"),
+    (["--learning_rate=0"], "--learning_rate must be > 0"),
+])
+def test_bad_flags_stop_before_any_work(tmp_path, args, message):
+    model_dir = tmp_path / "never"
+    result = train(f"--model_dir={model_dir}", *args, timeout=30)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert not model_dir.exists()
+
+
+def test_sine_end_to_end_and_stop_resume_matches_uninterrupted(tmp_path):
+    common = ["--units=16", "--seq_len=10", "--batch_size=4",
+              "--train_steps=60", "--log_every=1", "--hist_every=1000",
+              "--checkpoint_every=1000"]
+    full = train(f"--model_dir={tmp_path / 'full'}", *common)
+    assert full.returncode == 0, full.stderr
+    assert "step 60/60" in full.stdout and "Done: step 60" in full.stdout
+    assert "baseline" in full.stdout and "TensorBoard:" in full.stdout
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["model"]["units"] == 16 and config["state_mode"] == "carry"
+
+    # Stop a second run with SIGTERM part-way, then run the same command.
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), f"--model_dir={cut}",
+         *common], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 20/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Stopped by SIGTERM at step" in out
+    stopped_at = int(out.split("Stopped by SIGTERM at step ")[1].split(":")[0])
+    assert 20 <= stopped_at < 60
+    resumed = train(f"--model_dir={cut}", *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from {cut}/ckpt-{stopped_at} (step {stopped_at})" \
+        in resumed.stdout
+
+    expected, got = losses_in(tmp_path / "full"), losses_in(cut)
+    assert sorted(got) == list(range(1, 61))
+    assert got == expected   # bit for bit
+
+
+def test_text_end_to_end(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, the state carries on. " * 40)
+    model_dir = tmp_path / "text"
+    result = train(f"--model_dir={model_dir}", "--task=text",
+                   f"--text_file={text}", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "bpc" in result.stdout and "unigram baseline" in result.stdout
+    assert (model_dir / "vocab.json").exists()
+    assert (model_dir / "ckpt-4.index").exists()
+
+
+def test_csv_end_to_end(tmp_path):
+    csv = tmp_path / "d.csv"
+    rows = ["temp,load,hour"] + [
+        f"{np.sin(i / 8):.3f},{np.cos(i / 5):.3f},{i % 24}" for i in range(400)]
+    csv.write_text("\n".join(rows) + "\n")
+    model_dir = tmp_path / "csv"
+    result = train(f"--model_dir={model_dir}", "--task=csv",
+                   f"--csv_file={csv}", "--target_columns=temp,load", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "mae" in result.stdout
+    assert (model_dir / "normalization.json").exists()
+    # A bad target column is a clear error, not a traceback.
+    bad = train(f"--model_dir={tmp_path / 'bad'}", "--task=csv",
+                f"--csv_file={csv}", "--target_columns=pressure", *TINY)
+    assert bad.returncode != 0
+    assert "has no column(s) ['pressure']" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_server_serves_the_loss_series(tmp_path):
+    model_dir = tmp_path / "tb"
+    result = train(f"--model_dir={model_dir}", *TINY)
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}",
+         "--host=127.0.0.1", f"--port={port}", "--load_fast=false"],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?"
+           "run=train&tag=loss")
+    try:
+        series, deadline = None, time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    series = json.loads(response.read())
+                if len(series) == 4:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert series is not None, "TensorBoard did not answer"
+        # [wall_time, step, value] rows, the same values as the event files.
+        expected = losses_in(model_dir)
+        assert [row[1] for row in series] == [1, 2, 3, 4]
+        for _, step, value in series:
+            assert value == pytest.approx(expected[step], rel=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,159 @@
+"""The trainer: state policy, compiled step, TensorBoard, checkpoints."""
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+
+from lstm_ctl import checkpoints, trainer
+from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from lstm_ctl.state import LSTMState
+
+ATOL = 1e-5
+
+
+def tiny_config(tmp_path, name="run", model=None, data=None, **kwargs):
+    values = dict(model_dir=str(tmp_path / name),
+                  model=model or ModelConfig(units=16),
+                  data=data or DataConfig(seq_len=8, batch_size=4),
+                  train_steps=6, log_every=2, hist_every=3,
+                  checkpoint_every=3, lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def frozen_trainer(config):
+    """A trainer whose updates are zero, so its weights stay put."""
+    t = trainer.Trainer(config, out=io.StringIO())
+    t.optimizer.learning_rate.assign(0.0)
+    return t
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_carried_state_equals_the_models_own_chunked_run(tmp_path,
+                                                        num_layers):
+    config = tiny_config(tmp_path, model=ModelConfig(units=16,
+                                                     num_layers=num_layers),
+                         train_steps=5)
+    t = frozen_trainer(config)
+    t.run()
+    carried = t.carried.read()
+    a = t.arrays
+    steps = 5 * config.data.seq_len
+    _, expected = t.model(a.inputs[:, :steps],
+                          reset_mask=a.resets[:, :steps])
+    for got, want in zip(carried, expected):
+        np.testing.assert_allclose(got.h, want.h, atol=ATOL)
+        np.testing.assert_allclose(got.c, want.c, atol=ATOL)
+
+
+def test_reset_every_restarts_the_state(tmp_path):
+    config = tiny_config(tmp_path, train_steps=3, reset_every=1)
+    t = frozen_trainer(config)
+    t.run()
+    a, seq = t.arrays, config.data.seq_len
+    _, expected = t.model(a.inputs[:, 2 * seq:3 * seq])  # last chunk alone
+    np.testing.assert_allclose(t.carried.read()[0].h, expected[0].h,
+                               atol=ATOL)
+
+
+def test_carry_beats_reset_on_sine(tmp_path):
+    results = {}
+    for mode in ("carry", "reset"):
+        config = tiny_config(
+            tmp_path, name=mode, model=ModelConfig(units=64),
+            data=DataConfig(seq_len=10, batch_size=32), train_steps=400,
+            log_every=100, hist_every=1000, checkpoint_every=1000,
+            learning_rate=5e-3, lr_schedule="cosine", state_mode=mode)
+        results[mode] = trainer.train(config, out=io.StringIO())
+    carry = results["carry"]["final_loss"]
+    reset = results["reset"]["final_loss"]
+    # Same data, model and seed: only the state policy differs.
+    assert carry < 0.9 * reset, (carry, reset)
+    assert carry < results["carry"]["baseline_loss"]
+
+
+def test_train_step_traces_once_for_new_batch_sizes_and_lengths(tmp_path):
+    t = trainer.Trainer(tiny_config(tmp_path), out=io.StringIO())
+    for batch, steps in ((4, 8), (2, 8), (3, 5)):
+        x = tf.random.normal([batch, steps, 1])
+        batch_dict = {"inputs": x, "targets": x,
+                      "reset_mask": tf.zeros([batch, steps], tf.bool),
+                      "weights": tf.ones([batch, steps])}
+        metrics, state, _ = t.train_step(batch_dict, t.model.initial_state(
+            batch), tf.constant(False))
+        assert state[0].h.shape == (batch, 16)
+        assert np.isfinite(float(metrics["loss"]))
+    assert t.trace_count == 1
+
+
+def read_events(logdir):
+    acc = EventAccumulator(logdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_events_hold_every_tag(tmp_path):
+    config = tiny_config(tmp_path, model=ModelConfig(units=8, num_layers=2))
+    trainer.train(config, out=io.StringIO())
+    acc = read_events(str(tmp_path / "run" / "train"))
+    tags = set(acc.Tags()["tensors"])
+    for tag in ("loss", "rmse", "learning_rate", "grad_norm", "steps_per_sec",
+                "examples_per_sec", "state/h_0", "state/c_1",
+                "weights/cell_0/kernel", "gradients/cell_1/recurrent_kernel",
+                "weights/head/kernel", "config"):
+        assert tag in tags, (tag, sorted(tags))
+    losses = acc.Tensors("loss")
+    assert [e.step for e in losses] == [2, 4, 6]
+    lr = tf.make_ndarray(acc.Tensors("learning_rate")[0].tensor_proto)
+    assert lr == pytest.approx(config.learning_rate)
+    assert [e.step for e in acc.Tensors("state/h_0")] == [3, 6]
+    # HParams session data for the HParams dashboard.
+    assert "_hparams_/session_start_info" in tags
+
+
+def test_checkpoint_holds_model_optimizer_step_state_and_data(tmp_path):
+    config = tiny_config(tmp_path, train_steps=3)
+    t = trainer.Trainer(config, out=io.StringIO())
+    t.run()
+    latest = checkpoints.latest_checkpoint(config.model_dir)
+    assert latest.endswith("ckpt-3")
+    keys = {k for k, _ in tf.train.list_variables(latest)}
+    assert any(k.startswith("step/") for k in keys)
+    assert any(k.startswith("state/h/0") for k in keys)
+    # Adam's two slots per trainable variable, and its iteration count.
+    slots = [k for k in keys if k.startswith("optimizer/_variables/")]
+    assert len(slots) >= 2 * len(t.model.trainable_variables)
+    assert "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    assert any(k.startswith("data/") for k in keys)
+
+    # A new trainer on the same dir restores all of it.
+    resumed = trainer.Trainer(config, out=io.StringIO())
+    resumed.restore()
+    assert int(resumed.step) == 3
+    for a, b in zip(t.model.weights, resumed.model.weights):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(t.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(resumed.carried.read()[0].c,
+                                  t.carried.read()[0].c)
+    np.testing.assert_array_equal(next(resumed.iterator)["inputs"],
+                                  next(t.iterator)["inputs"])
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    config = tiny_config(tmp_path, train_steps=2)
+    trainer.train(config, out=io.StringIO())
+    other = dataclasses.replace(config, model=ModelConfig(units=32))
+    with pytest.raises(ValueError, match=r"holds checkpoints of a run with "
+                                         r"other settings \(model: "):
+        trainer.Trainer(other, out=io.StringIO())
+    # More steps is fine: it resumes.
+    longer = dataclasses.replace(config, train_steps=4)
+    out = io.StringIO()
+    result = trainer.train(longer, out=out)
+    assert result["steps_run"] == 2 and "Resuming from" in out.getvalue()

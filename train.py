@@ -1,0 +1,131 @@
+"""Trains an LSTMModel: python train.py [--flags]. See README.md for flags.
+
+Running the same command again resumes from the latest checkpoint in
+--model_dir.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from lstm_ctl import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+_D, _M, _T = config_lib.DataConfig(), config_lib.ModelConfig(), \
+    config_lib.TrainConfig()
+
+flags.DEFINE_enum("task", _D.task, config_lib.TASKS,
+                  "sine (built in), text (--text_file) or csv (--csv_file).")
+flags.DEFINE_string("model_dir", _T.model_dir,
+                    "Checkpoints, config.json and TensorBoard logs go here.")
+flags.DEFINE_integer("units", _M.units, "LSTM units per layer.", lower_bound=1)
+flags.DEFINE_integer("num_layers", _M.num_layers, "Stacked LSTM layers.",
+                     lower_bound=1)
+flags.DEFINE_float("dropout", _M.dropout,
+                   "Input dropout of each layer, in [0, 1).", lower_bound=0.0)
+flags.DEFINE_float("recurrent_dropout", _M.recurrent_dropout,
+                   "Recurrent dropout, in [0, 1).", lower_bound=0.0)
+flags.DEFINE_enum("initial_state_mode", _M.initial_state_mode,
+                  config_lib.INITIAL_STATE_MODES,
+                  "zeros, or learned (trainable h0 and c0).")
+flags.DEFINE_integer("seq_len", _D.seq_len,
+                     "Timesteps per chunk (the truncated-BPTT length).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", _D.batch_size,
+                     "Parallel streams per batch.", lower_bound=1)
+flags.DEFINE_integer("train_steps", _T.train_steps, "Total training steps.",
+                     lower_bound=1)
+flags.DEFINE_float("learning_rate", _T.learning_rate, "Adam learning rate.")
+flags.DEFINE_enum("lr_schedule", _T.lr_schedule, config_lib.LR_SCHEDULES,
+                  "constant, or cosine decay over --train_steps.")
+flags.DEFINE_float("clip_norm", _T.clip_norm,
+                   "Global gradient norm clipping; 0 turns it off.",
+                   lower_bound=0.0)
+flags.DEFINE_enum("state_mode", _T.state_mode, config_lib.STATE_MODES,
+                  "carry: the state flows from batch to batch (truncated "
+                  "BPTT); reset: every batch starts from the initial state.")
+flags.DEFINE_integer("reset_every", _T.reset_every,
+                     "In carry mode, restart the state every N batches; "
+                     "0: only where streams end.", lower_bound=0)
+flags.DEFINE_bool("jit_compile", _T.jit_compile,
+                  "Compile the train step with XLA.")
+flags.DEFINE_integer("seed", _T.seed, "Seed of data, weights and dropout.")
+flags.DEFINE_integer("log_every", _T.log_every,
+                     "Steps between progress lines and scalar summaries.",
+                     lower_bound=1)
+flags.DEFINE_integer("hist_every", _T.hist_every,
+                     "Steps between histogram summaries.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", _T.checkpoint_every,
+                     "Steps between checkpoints.", lower_bound=1)
+flags.DEFINE_integer("max_to_keep", _T.max_to_keep,
+                     "Checkpoints to keep.", lower_bound=1)
+flags.DEFINE_string("text_file", None, "UTF-8 text file for --task=text.")
+flags.DEFINE_string("csv_file", None, "CSV file (with a header row) for "
+                    "--task=csv.")
+flags.DEFINE_list("target_columns", [], "CSV columns to forecast.")
+
+flags.register_validator("dropout", lambda v: v < 1.0,
+                         "--dropout must be in [0, 1).")
+flags.register_validator("recurrent_dropout", lambda v: v < 1.0,
+                         "--recurrent_dropout must be in [0, 1).")
+flags.register_validator("learning_rate", lambda v: v > 0,
+                         "--learning_rate must be > 0.")
+flags.register_multi_flags_validator(
+    ["task", "text_file"], lambda f: f["task"] != "text" or f["text_file"],
+    "--task=text needs --text_file=PATH (a UTF-8 text file).")
+flags.register_multi_flags_validator(
+    ["task", "text_file"],
+    lambda f: f["task"] != "text" or os.path.isfile(f["text_file"]),
+    "--text_file does not exist.")
+flags.register_multi_flags_validator(
+    ["task", "csv_file", "target_columns"],
+    lambda f: f["task"] != "csv" or (f["csv_file"] and f["target_columns"]),
+    "--task=csv needs --csv_file=PATH and --target_columns=a,b.")
+flags.register_multi_flags_validator(
+    ["task", "csv_file"],
+    lambda f: f["task"] != "csv" or os.path.isfile(f["csv_file"]),
+    "--csv_file does not exist.")
+
+
+def config_from_flags():
+    return config_lib.TrainConfig(
+        model_dir=FLAGS.model_dir,
+        model=config_lib.ModelConfig(
+            units=FLAGS.units, num_layers=FLAGS.num_layers,
+            dropout=FLAGS.dropout, recurrent_dropout=FLAGS.recurrent_dropout,
+            initial_state_mode=FLAGS.initial_state_mode),
+        data=config_lib.DataConfig(
+            task=FLAGS.task, seq_len=FLAGS.seq_len,
+            batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+            text_file=FLAGS.text_file, csv_file=FLAGS.csv_file,
+            target_columns=tuple(FLAGS.target_columns)),
+        train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
+        state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,
+        jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
+        log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,
+        checkpoint_every=FLAGS.checkpoint_every,
+        max_to_keep=FLAGS.max_to_keep)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    config = config_from_flags()
+    try:
+        config_lib.validate(config)
+        from lstm_ctl import trainer  # imports TensorFlow
+        result = trainer.train(config)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from None
+    if result["interrupted"] is not None:
+        sys.exit(128 + result["interrupted"])  # 130: SIGINT, 143: SIGTERM
+
+
+if __name__ == "__main__":
+    app.run(main)
