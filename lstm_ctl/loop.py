@@ -66,9 +66,10 @@ def layer_sequence(xproj, state, recurrent_kernel, reset=None, init=None,
             h_new, c_new, out = _apply_mask(mask[t], h, c, h_new, c_new)
         return t + 1, h_new, c_new, outputs.write(t, out)
 
+    # maximum_iterations bounds the gradient's accumulators, which XLA needs.
     _, h, c, outputs = tf.while_loop(
         lambda t, *_: t < steps, body, (tf.constant(0), state.h, state.c,
-                                        outputs))
+                                        outputs), maximum_iterations=steps)
     return outputs.stack(), LSTMState(h, c)
 
 
@@ -107,7 +108,8 @@ def cell_sequence(cells, x, state, reset=None, init=None, mask=None,
         return (t + 1, outputs.write(t, inp), *new_flat)
 
     result = tf.while_loop(lambda t, *_: t < steps, body,
-                           (tf.constant(0), outputs, *flat))
+                           (tf.constant(0), outputs, *flat),
+                           maximum_iterations=steps)
     final = tuple(LSTMState(result[2 + 2 * i], result[3 + 2 * i])
                   for i in range(num_layers))
     return result[1].stack(), final

@@ -157,3 +157,12 @@ def test_resume_refuses_other_settings(tmp_path):
     out = io.StringIO()
     result = trainer.train(longer, out=out)
     assert result["steps_run"] == 2 and "Resuming from" in out.getvalue()
+
+
+def test_jit_compiled_step_matches_the_plain_step(tmp_path):
+    results = [trainer.train(tiny_config(tmp_path, name=f"jit{jit}",
+                                         train_steps=4, jit_compile=jit),
+                             out=io.StringIO())
+               for jit in (False, True)]
+    np.testing.assert_allclose(results[1]["losses"], results[0]["losses"],
+                               rtol=1e-4)
