@@ -8,7 +8,6 @@ checkpoint's files first and then, atomically, the `checkpoint` index file,
 so a crash during a save leaves the last complete checkpoint as the latest.
 """
 
-import os
 import re
 
 import tensorflow as tf
@@ -60,9 +59,8 @@ def list_checkpoints(model_dir):
     state = tf.train.get_checkpoint_state(model_dir)
     if state is None:
         return []
-    paths = list(state.all_model_checkpoint_paths)
-    return [p if os.path.isabs(p) else os.path.join(model_dir, p)
-            for p in paths]
+    # Relative entries of the index come back joined to `model_dir`.
+    return list(state.all_model_checkpoint_paths)
 
 
 def latest_checkpoint(model_dir):

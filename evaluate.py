@@ -1,0 +1,106 @@
+"""Evaluates the checkpoints of a run: python evaluate.py --model_dir=DIR.
+
+The model and data come from DIR/config.json (written by train.py), so no
+training flag needs repeating. See README.md for the flags.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A model dir written by train.py.")
+flags.DEFINE_string("checkpoint", None,
+                    "Evaluate this checkpoint (default: the latest).")
+flags.DEFINE_bool("all", False, "Evaluate every checkpoint, oldest first, "
+                  "writing eval summaries at each checkpoint's step.")
+flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint as it "
+                  "appears, until --watch_timeout seconds pass without one.")
+flags.DEFINE_float("watch_timeout", 600.0, "Seconds to wait for a new "
+                   "checkpoint in --watch mode.", lower_bound=0.0)
+flags.DEFINE_enum("state_mode", "both", ["carry", "reset", "both"],
+                  "carry: the state flows over the whole eval stream; "
+                  "reset: it restarts at every chunk; both: side by side.")
+flags.DEFINE_integer("eval_steps", 0, "Chunks of the eval stream to use "
+                     "(0: all).", lower_bound=0)
+flags.DEFINE_string("output_json", None, "Also write the numbers here.")
+flags.DEFINE_integer("sample", 0, "Text task: generate this many "
+                     "characters with model.step.", lower_bound=0)
+flags.DEFINE_string("prime", "\n", "Text task: the text to start sampling "
+                    "from.")
+flags.DEFINE_float("temperature", 1.0, "Sampling temperature (> 0).")
+flags.DEFINE_string("export_dir", None, "Export the evaluated checkpoint as "
+                    "a SavedModel (serve, step, initial_state) plus "
+                    "step.tflite here.")
+flags.mark_flag_as_required("model_dir")
+flags.register_validator("temperature", lambda v: v > 0,
+                         "--temperature must be > 0.")
+flags.register_multi_flags_validator(
+    ["all", "watch", "checkpoint"],
+    lambda f: sum([bool(f["all"]), bool(f["watch"]),
+                   bool(f["checkpoint"])]) <= 1,
+    "--all, --watch and --checkpoint exclude each other.")
+
+
+def run():
+    from lstm_ctl import evaluation  # imports TensorFlow
+
+    evaluator = evaluation.Evaluator(FLAGS.model_dir)
+    metric = evaluator.task.metric
+    chunks = evaluator.arrays.steps // evaluator.config.data.seq_len
+    if chunks == 1 and FLAGS.state_mode != "reset":
+        print("Note: the eval stream holds one chunk per stream, so carry "
+              "and reset give the same numbers here.")
+    if FLAGS.watch:
+        paths = evaluation.watch(FLAGS.model_dir, FLAGS.watch_timeout)
+        print(f"Watching {FLAGS.model_dir} for new checkpoints (stops after "
+              f"{FLAGS.watch_timeout:.0f} s without one).", flush=True)
+    else:
+        paths = evaluation.checkpoints_to_evaluate(
+            FLAGS.model_dir, FLAGS.checkpoint, FLAGS.all)
+    rows = []
+    for path in paths:
+        new = evaluator.evaluate_checkpoint(path, FLAGS.state_mode,
+                                            FLAGS.eval_steps)
+        rows += new
+        if FLAGS.watch:
+            print(evaluation.format_table(new, metric), flush=True)
+    evaluator.close()
+    if not FLAGS.watch:
+        print(evaluation.format_table(rows, metric))
+    if rows:
+        print(f"Eval summaries: {os.path.join(FLAGS.model_dir, 'eval')}")
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump(rows, f, indent=2)
+        print(f"Wrote {FLAGS.output_json}")
+    if FLAGS.sample:
+        text = evaluation.sample_text(evaluator.model, evaluator.task,
+                                    FLAGS.prime, FLAGS.sample,
+                                    FLAGS.temperature,
+                                    seed=evaluator.config.seed)
+        print(f"--- {FLAGS.sample} characters from {rows[-1]['checkpoint']}"
+              f" at temperature {FLAGS.temperature}:\n{FLAGS.prime}{text}")
+    if FLAGS.export_dir:
+        from lstm_ctl import export
+        saved, tflite = export.export(evaluator.model, FLAGS.export_dir)
+        print(f"Exported SavedModel to {saved} and TFLite to {tflite}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        run()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

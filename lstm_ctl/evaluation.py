@@ -1,0 +1,178 @@
+"""Evaluation: rebuild a run from config.json, restore checkpoints, measure.
+
+The eval stream (held-out data) is run as parallel streams like training.
+`carry` carries the state over the whole stream; `reset` restarts it at every
+chunk. The difference says whether carrying state pays.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from lstm_ctl import checkpoints, config as config_lib, data, losses
+from lstm_ctl import summaries
+from lstm_ctl.trainer import batch_signature, build_model
+
+EVAL_MODES = ("carry", "reset", "both")
+
+
+class Evaluator:
+    """Evaluates the checkpoints of one model dir on its eval stream."""
+
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
+        self.config = config_lib.load(model_dir)
+        self.task, self.arrays = data.build_task(self.config.data, "eval",
+                                                 model_dir)
+        self.model = build_model(self.config, self.task)
+        self.trace_count = 0
+        self.eval_step = self._make_eval_step()
+        self._writers = {}
+
+    def _make_eval_step(self):
+        model, task = self.model, self.task
+        batch_spec, state_spec = batch_signature(task, model)
+
+        def step_fn(batch, state, force_reset):
+            self.trace_count += 1
+            reset = batch["reset_mask"]
+            first = tf.logical_and(force_reset, tf.equal(
+                tf.range(tf.shape(reset)[1]), 0))
+            reset = tf.logical_or(reset, first[None, :])
+            outputs, final_state = model(batch["inputs"], initial_state=state,
+                                         reset_mask=reset, training=False)
+            sums = losses.batch_sums(task, outputs, batch["targets"],
+                                     batch["weights"])
+            return sums, final_state
+
+        return tf.function(step_fn, input_signature=[
+            batch_spec, state_spec, tf.TensorSpec([], tf.bool)])
+
+    def restore(self, path):
+        try:
+            checkpoints.restore_model(self.model, path)
+        except (AssertionError, ValueError) as e:
+            raise ValueError(
+                f"checkpoint {path} does not match the model described by "
+                f"{config_lib.config_path(self.model_dir)}: {e}") from None
+        return checkpoints.checkpoint_step(path)
+
+    def evaluate(self, state_mode, eval_steps=0):
+        """`{"loss", <metric>}` of the current weights in one state mode."""
+        seq_len = self.config.data.seq_len
+        dataset = data.stream_dataset(self.task, self.arrays, seq_len,
+                                      repeat=False)
+        if eval_steps:
+            dataset = dataset.take(eval_steps)
+        state = self.model.initial_state(self.arrays.lanes)
+        force = tf.constant(state_mode == "reset")
+        totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}
+        for batch in dataset:
+            sums, state = self.eval_step(batch, state, force)
+            for k in totals:
+                totals[k] += float(sums[k])
+        return losses.finalize(self.task, totals)
+
+    def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
+                            write_summaries=True):
+        """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`."""
+        step = self.restore(path)
+        modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
+        rows = []
+        for mode in modes:
+            values = self.evaluate(mode, eval_steps)
+            rows.append(dict(checkpoint=path, step=step, state_mode=mode,
+                             **values))
+            if write_summaries:
+                self._writer(mode).scalars(step, values)
+        for w in self._writers.values():
+            w.flush()
+        return rows
+
+    def _writer(self, mode):
+        if mode not in self._writers:
+            self._writers[mode] = summaries.Writer(
+                os.path.join(self.model_dir, "eval", mode))
+        return self._writers[mode]
+
+    def close(self):
+        for w in self._writers.values():
+            w.close()
+
+
+def checkpoints_to_evaluate(model_dir, checkpoint=None, all_checkpoints=False):
+    if all_checkpoints:
+        found = checkpoints.list_checkpoints(model_dir)
+        if not found:
+            checkpoints.require_checkpoint(model_dir)  # raises with advice
+        return found
+    return [checkpoints.require_checkpoint(model_dir, checkpoint)]
+
+
+def watch(model_dir, timeout, poll_seconds=1.0, seen=()):
+    """Yields each new checkpoint of `model_dir` as it appears, oldest first.
+
+    Stops after `timeout` seconds without a new one. Only checkpoints listed
+    in the index are read, and the index is written after the checkpoint's
+    files, so a checkpoint being written is never read.
+    """
+    seen = set(seen)
+    last_new = time.monotonic()
+    while True:
+        fresh = [p for p in checkpoints.list_checkpoints(model_dir)
+                 if p not in seen]
+        for path in fresh:
+            seen.add(path)
+            last_new = time.monotonic()
+            yield path
+        if time.monotonic() - last_new > timeout:
+            return
+        time.sleep(poll_seconds)
+
+
+def format_table(rows, metric):
+    """A text table of eval rows, with reset - carry where both were run."""
+    width = max([len("checkpoint")] + [len(r["checkpoint"]) for r in rows])
+    row = f"{{:<{width}}}  {{:>7}}  {{:<13}}  {{:>10}}  {{:>10}}"
+    lines = [row.format("checkpoint", "step", "state", "loss", metric)]
+    pairs = {}
+    for r in rows:
+        lines.append(row.format(r["checkpoint"], r["step"], r["state_mode"],
+                                f"{r['loss']:.5f}", f"{r[metric]:.5f}"))
+        pair = pairs.setdefault(r["checkpoint"], {})
+        pair[r["state_mode"]] = r
+        if len(pair) == 2:
+            lines.append(row.format(
+                "", "", "reset - carry",
+                f"{pair['reset']['loss'] - pair['carry']['loss']:+.5f}",
+                f"{pair['reset'][metric] - pair['carry'][metric]:+.5f}"))
+    return "\n".join(lines)
+
+
+def sample_text(model, task, prime, length, temperature=1.0, seed=0):
+    """Generates `length` characters after `prime`, one `model.step` each."""
+    if task.vocab is None:
+        raise ValueError(f"--sample generates text; this run's task is "
+                         f"{task.name!r}.")
+    if not prime:
+        raise ValueError("--prime must hold at least one character.")
+    index = {ch: i for i, ch in enumerate(task.vocab)}
+    unknown = sorted(set(prime) - set(index))
+    if unknown:
+        raise ValueError(f"--prime has characters that are not in the "
+                         f"model's vocabulary: {unknown}")
+    vocab_size = len(task.vocab)
+    outputs, state = model(tf.one_hot([[index[ch] for ch in prime]],
+                                      vocab_size))
+    logits = outputs[:, -1]  # [1, V]
+    step = tf.function(model.step)
+    rng = np.random.default_rng(seed)
+    chars = []
+    for _ in range(length):
+        p = tf.nn.softmax(logits[0] / temperature).numpy().astype(np.float64)
+        next_id = int(rng.choice(vocab_size, p=p / p.sum()))
+        chars.append(task.vocab[next_id])
+        logits, state = step(tf.one_hot([next_id], vocab_size), state)
+    return "".join(chars)

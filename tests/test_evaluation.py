@@ -1,0 +1,173 @@
+"""Evaluation: numbers from checkpoints, eval summaries, errors, sampling."""
+
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+from lstm_ctl import checkpoints, config as config_lib, evaluation, trainer
+from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("eval") / "run"
+    config = TrainConfig(model_dir=str(model_dir), model=ModelConfig(units=16),
+                         data=DataConfig(seq_len=10, batch_size=4),
+                         train_steps=60, log_every=20, hist_every=100,
+                         checkpoint_every=20, lr_schedule="constant")
+    trainer.train(config, out=io.StringIO())
+    return str(model_dir)
+
+
+def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
+    ev = evaluation.Evaluator(run_dir)
+    rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run_dir),
+                                  "both", eval_steps=12,
+                                  write_summaries=False)
+    carry, reset = rows
+    a, seq = ev.arrays, ev.config.data.seq_len
+    steps = 12 * seq
+    w = a.weights[:, :steps]
+
+    # Carry: the whole eval stream in one call, resets where streams start.
+    out, _ = ev.model(a.inputs[:, :steps], reset_mask=a.resets[:, :steps])
+    err = ((np.asarray(out) - a.targets[:, :steps]) ** 2).mean(-1)
+    expected_carry = (err * w).sum() / w.sum()
+    assert carry["loss"] == pytest.approx(expected_carry, rel=1e-5)
+    assert carry["rmse"] == pytest.approx(np.sqrt(expected_carry), rel=1e-5)
+
+    # Reset: every chunk on its own from the initial state.
+    chunks = lambda v: v[:, :steps].reshape(  # noqa: E731
+        (-1, seq) + v.shape[2:])
+    out, _ = ev.model(chunks(a.inputs), reset_mask=chunks(a.resets))
+    err = ((np.asarray(out) - chunks(a.targets)) ** 2).mean(-1)
+    expected_reset = (err * chunks(w)).sum() / w.sum()
+    assert reset["loss"] == pytest.approx(expected_reset, rel=1e-5)
+    assert abs(reset["loss"] - carry["loss"]) > 1e-4 * carry["loss"]
+    assert ev.trace_count == 1
+
+
+def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
+                                                                  tmp_path):
+    out_json = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"--model_dir={run_dir}",
+         "--all", "--state_mode=both", "--eval_steps=20",
+         f"--output_json={out_json}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr
+    assert "reset - carry" in result.stdout
+    rows = json.loads(out_json.read_text())
+    steps = [checkpoints.checkpoint_step(p)
+             for p in checkpoints.list_checkpoints(run_dir)]
+    assert steps == [20, 40, 60]
+    assert [(r["step"], r["state_mode"]) for r in rows] == [
+        (s, m) for s in steps for m in ("carry", "reset")]
+    for mode in ("carry", "reset"):
+        acc = EventAccumulator(os.path.join(run_dir, "eval", mode),
+                               size_guidance={"tensors": 0})
+        acc.Reload()
+        events = acc.Tensors("loss")
+        assert [e.step for e in events] == steps
+        losses = [float(tensor_util.make_ndarray(e.tensor_proto))
+                  for e in events]
+        expected = [r["loss"] for r in rows if r["state_mode"] == mode]
+        np.testing.assert_allclose(losses, expected, rtol=1e-6)
+        assert "rmse" in acc.Tags()["tensors"]
+
+
+def test_watch_evaluates_checkpoints_as_they_appear(run_dir, tmp_path):
+    seen = list(evaluation.watch(run_dir, timeout=0.5, poll_seconds=0.1))
+    assert seen == checkpoints.list_checkpoints(run_dir)
+    assert list(evaluation.watch(run_dir, timeout=0.2, poll_seconds=0.1,
+                                 seen=seen)) == []
+
+
+def test_errors_for_a_dir_without_config_or_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        evaluation.Evaluator(str(tmp_path))
+    config_lib.save(TrainConfig(model_dir=str(tmp_path),
+                                data=DataConfig(batch_size=2)), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*train "
+                                                "first"):
+        evaluation.checkpoints_to_evaluate(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        evaluation.checkpoints_to_evaluate(str(tmp_path), all_checkpoints=True)
+    with pytest.raises(FileNotFoundError, match="checkpoint '/no/ckpt-1' not "
+                                                "found"):
+        evaluation.checkpoints_to_evaluate(str(tmp_path), "/no/ckpt-1")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"),
+         f"--model_dir={tmp_path / 'missing'}"], cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 1
+    assert "evaluate.py: error:" in result.stderr
+    assert "config.json not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(run_dir,
+                                                             tmp_path):
+    other = tmp_path / "other"
+    config = config_lib.load(run_dir)
+    bigger = config_lib.TrainConfig(
+        **{**config_lib.to_dict(config), "model": ModelConfig(units=32),
+           "data": config.data, "model_dir": str(other)})
+    config_lib.save(bigger, str(other))
+    ev = evaluation.Evaluator(str(other))
+    with pytest.raises(ValueError, match="does not match the model described "
+                                         "by"):
+        ev.restore(checkpoints.latest_checkpoint(run_dir))
+
+
+def test_text_sampling_with_step(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abc abc abd " * 50)
+    config = TrainConfig(model_dir=str(tmp_path / "run"),
+                         model=ModelConfig(units=8),
+                         data=DataConfig(task="text", seq_len=5, batch_size=2,
+                                         text_file=str(text)),
+                         train_steps=2, log_every=1)
+    trainer.train(config, out=io.StringIO())
+    ev = evaluation.Evaluator(config.model_dir)
+    ev.restore(checkpoints.latest_checkpoint(config.model_dir))
+    sample = evaluation.sample_text(ev.model, ev.task, "ab", 30, 0.8, seed=1)
+    assert len(sample) == 30 and set(sample) <= set("abcd ")
+    assert sample == evaluation.sample_text(ev.model, ev.task, "ab", 30, 0.8,
+                                            seed=1)
+    # A near-zero temperature picks the most likely next character.
+    greedy = evaluation.sample_text(ev.model, ev.task, "ab", 1, 1e-4)
+    ids = [ev.task.vocab.index("a"), ev.task.vocab.index("b")]
+    logits, _ = ev.model(tf.one_hot([ids], len(ev.task.vocab)))
+    assert greedy == ev.task.vocab[int(np.argmax(logits[0, -1]))]
+    with pytest.raises(ValueError, match=r"not in the model's vocabulary: "
+                                         r"\['z'\]"):
+        evaluation.sample_text(ev.model, ev.task, "z", 5)
+
+
+def test_relative_model_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(model_dir="runs/rel", model=ModelConfig(units=4),
+                         data=DataConfig(seq_len=5, batch_size=2),
+                         train_steps=2, checkpoint_every=1, log_every=1)
+    trainer.train(config, out=io.StringIO())
+    paths = evaluation.checkpoints_to_evaluate("runs/rel", all_checkpoints=True)
+    assert paths == ["runs/rel/ckpt-1", "runs/rel/ckpt-2"]
+    ev = evaluation.Evaluator("runs/rel")
+    rows = [ev.evaluate_checkpoint(p, "carry", eval_steps=2,
+                                   write_summaries=False)[0] for p in paths]
+    assert [r["step"] for r in rows] == [1, 2]
