@@ -47,7 +47,7 @@ class Evaluator:
                                      batch["weights"])
             return sums, final_state
 
-        return tf.function(step_fn, input_signature=[
+        return tf.function(step_fn, autograph=False, input_signature=[
             batch_spec, state_spec, tf.TensorSpec([], tf.bool)])
 
     def restore(self, path):

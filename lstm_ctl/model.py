@@ -3,12 +3,12 @@
 import keras
 import tensorflow as tf
 
-from lstm_ctl import loop
+from lstm_ctl import fused, loop
 from lstm_ctl import state as state_lib
 from lstm_ctl.state import LSTMState
 
 INITIAL_STATE_MODES = ("zeros", "learned")
-IMPLEMENTATIONS = ("fused", "cell")
+IMPLEMENTATIONS = ("fused", "loop", "cell")
 
 
 def _static_or_dynamic(tensor, axis):
@@ -182,11 +182,18 @@ class LSTMModel(keras.Model):
             for i, cell in enumerate(self.cells):
                 if dp is not None:
                     seq = seq * dp[i]
-                xproj = tf.einsum("tbd,dg->tbg", seq, cell.kernel) + cell.bias
-                seq, layer_final = loop.layer_sequence(
-                    xproj, state[i], cell.recurrent_kernel, reset_tm,
-                    None if init is None else init[i], mask_tm,
-                    None if rdp is None else rdp[i])
+                options = dict(reset=reset_tm, mask=mask_tm,
+                               init=None if init is None else init[i],
+                               recurrent_dropout_mask=None if rdp is None
+                               else rdp[i])
+                if self.implementation == "fused":
+                    seq, layer_final = fused.layer_sequence(
+                        seq, cell.kernel, cell.recurrent_kernel, cell.bias,
+                        state[i], training=training, **options)
+                else:
+                    xproj = fused.project(seq, cell.kernel, cell.bias)
+                    seq, layer_final = loop.layer_sequence(
+                        xproj, state[i], cell.recurrent_kernel, **options)
                 final.append(layer_final)
             final_state = tuple(final)
 

@@ -141,7 +141,7 @@ class Trainer:
             return metrics, final_state, grads
 
         return tf.function(
-            step_fn, jit_compile=self.config.jit_compile,
+            step_fn, jit_compile=self.config.jit_compile, autograph=False,
             input_signature=[batch_spec, state_spec,
                              tf.TensorSpec([], tf.bool)])
 

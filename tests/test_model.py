@@ -8,7 +8,7 @@ import tensorflow as tf
 from lstm_ctl import LSTMModel, LSTMState
 
 ATOL = 1e-5
-IMPLEMENTATIONS = ["fused", "cell"]
+IMPLEMENTATIONS = ["fused", "loop", "cell"]
 
 
 def random_inputs(batch, steps, features, seed=0):

@@ -1,0 +1,365 @@
+"""Speed and memory of lstm_ctl against keras.layers.LSTM (and torch.nn.LSTM
+when torch is importable), measured in one run.
+
+    python benchmarks/bench.py                 # or: make bench
+    python benchmarks/bench.py --configs=A --rounds=10
+
+Every implementation runs the same job: a train step is forward + a Dense
+head at every step + MSE + Adam; a forward is the sequence and the head.
+After warm-up the implementations are interleaved round by round, so that a
+slow phase of the machine hits them all alike; the table shows medians and
+ratios against the best of keras.layers.LSTM with and without jit_compile.
+It also measures single-timestep streaming latency at B=1, achieved GFLOP/s
+against a measured matmul peak, and peak memory of a train step on a long
+sequence (each in its own process). Results go to a JSON file as well.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+from lstm_ctl import LSTMModel  # noqa: E402
+
+CONFIGS = {"A": dict(B=32, T=100, D=32, H=128),
+           "B": dict(B=1, T=100, D=32, H=128),
+           "C": dict(B=64, T=50, D=64, H=256)}
+OUT_DIM = 1
+
+try:
+    import torch
+    torch.set_num_threads(os.cpu_count())
+except ImportError:  # optional, never a dependency
+    torch = None
+
+
+# ------------------------------------------------------------ implementations
+def keras_impl(c, jit):
+    inputs = keras.Input((None, c["D"]))
+    h = keras.layers.LSTM(c["H"], return_sequences=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(OUT_DIM)(h))
+    return _tf_fns(model, lambda x: model(x, training=True),
+                   lambda x: model(x), jit)
+
+
+def lstm_ctl_impl(c, jit):
+    model = LSTMModel(c["H"], output_dim=OUT_DIM, input_dim=c["D"])
+    return _tf_fns(model, lambda x: model(x, training=True)[0],
+                   lambda x: model(x)[0], jit)
+
+
+def _tf_fns(model, train_call, infer_call, jit):
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+
+    @tf.function(jit_compile=jit)
+    def train(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(train_call(x) - y))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables),
+                                      variables))
+        return loss
+
+    @tf.function(jit_compile=jit)
+    def forward(x):
+        return infer_call(x)
+
+    return (lambda x, y: train(x, y).numpy(),
+            lambda x: forward(x).numpy())
+
+
+def torch_impl(c):
+    lstm = torch.nn.LSTM(c["D"], c["H"], batch_first=True)
+    head = torch.nn.Linear(c["H"], OUT_DIM)
+    params = list(lstm.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(params, 1e-3)
+
+    def train(x, y):
+        optimizer.zero_grad()
+        loss = torch.mean((head(lstm(x)[0]) - y) ** 2)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def forward(x):
+        with torch.no_grad():
+            return head(lstm(x)[0]).numpy()
+
+    return train, forward
+
+
+def implementations(c, with_torch):
+    impls = {"keras": lambda: keras_impl(c, False),
+             "keras_jit": lambda: keras_impl(c, True),
+             "lstm_ctl": lambda: lstm_ctl_impl(c, False),
+             "lstm_ctl_jit": lambda: lstm_ctl_impl(c, True)}
+    if with_torch:
+        impls["torch"] = lambda: torch_impl(c)
+    return impls
+
+
+# ------------------------------------------------------------------- timing
+def interleaved(fns, rounds, warmup):
+    """Median seconds of each fn, the fns interleaved round by round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def flops(c):
+    """Forward FLOPs of one sequence batch; a train step counts 3x."""
+    per_step = 2 * c["B"] * 4 * c["H"] * (c["D"] + c["H"]) \
+        + 2 * c["B"] * c["H"] * OUT_DIM
+    return per_step * c["T"]
+
+
+def matmul_peak():
+    """GFLOP/s of a large float32 matmul (TensorFlow and, if present, torch)."""
+    n = 1024
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    mm = tf.function(lambda: tf.matmul(a, b))
+    fns = {"tf": lambda: mm().numpy()}
+    if torch is not None:
+        ta, tb = torch.randn(n, n), torch.randn(n, n)
+        fns["torch"] = lambda: (ta @ tb).numpy()
+    t = interleaved(fns, rounds=15, warmup=2)
+    return {k: 2 * n ** 3 / v / 1e9 for k, v in t.items()}
+
+
+def bench_config(name, c, rounds, warmup, with_torch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(c["B"], c["T"], c["D"])).astype("float32")
+    y = rng.normal(size=(c["B"], c["T"], OUT_DIM)).astype("float32")
+    xt, yt = tf.constant(x), tf.constant(y)
+    train, forward, first_call = {}, {}, {}
+    for impl, make in implementations(c, with_torch).items():
+        t0 = time.perf_counter()
+        tr, fw = make()
+        if impl == "torch":
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            train[impl], forward[impl] = (lambda tr=tr: tr(tx, ty),
+                                          lambda fw=fw: fw(tx))
+        else:
+            train[impl], forward[impl] = (lambda tr=tr: tr(xt, yt),
+                                          lambda fw=fw: fw(xt))
+        train[impl]()
+        first_call[impl] = time.perf_counter() - t0
+        forward[impl]()
+    result = {"config": dict(c), "first_call_s": first_call,
+              "train_ms": {k: v * 1e3 for k, v in
+                           interleaved(train, rounds, warmup).items()},
+              "forward_ms": {k: v * 1e3 for k, v in
+                             interleaved(forward, rounds, warmup).items()}}
+    f = flops(c)
+    result["train_gflops"] = {k: 3 * f / v / 1e6
+                              for k, v in result["train_ms"].items()}
+    result["forward_gflops"] = {k: f / v / 1e6
+                                for k, v in result["forward_ms"].items()}
+    return result
+
+
+def streaming(rounds, with_torch, D=32, H=128):
+    """Latency of one timestep at B=1 with the state fed back."""
+    from lstm_ctl import export
+    model = LSTMModel(H, output_dim=OUT_DIM, input_dim=D)
+    x = tf.random.normal([1, D])
+    fns = {}
+    step = tf.function(model.step)
+    state = [model.initial_state(1)]
+
+    def run_step():
+        y, state[0] = step(x, state[0])
+        y.numpy()
+
+    fns["lstm_ctl step"] = run_step
+    step_jit = tf.function(model.step, jit_compile=True)
+    state_jit = [model.initial_state(1)]
+
+    def run_step_jit():
+        y, state_jit[0] = step_jit(x, state_jit[0])
+        y.numpy()
+
+    fns["lstm_ctl step (jit)"] = run_step_jit
+    export_dir = tempfile.mkdtemp(prefix="lstm_ctl_bench_")
+    export.export_saved_model(model, export_dir)
+    served = tf.saved_model.load(export_dir).signatures["step"]
+    served_state = [{k: v for k, v in zip(
+        ("h_0", "c_0"), model.initial_state(1)[0])}]
+
+    def run_exported():
+        out = served(x_t=x, **served_state[0])
+        out.pop("y_t").numpy()
+        served_state[0] = out
+
+    fns["exported step signature"] = run_exported
+    cell = keras.layers.LSTMCell(H)
+    dense = keras.layers.Dense(OUT_DIM)
+    keras_state = [[tf.zeros([1, H]), tf.zeros([1, H])]]
+
+    @tf.function
+    def keras_step(x, h, c):
+        out, new = cell(x, [h, c])
+        return dense(out), new
+
+    def run_keras():
+        y, keras_state[0] = keras_step(x, *keras_state[0])
+        y.numpy()
+
+    fns["keras LSTMCell"] = run_keras
+    if with_torch:
+        tcell, thead = torch.nn.LSTMCell(D, H), torch.nn.Linear(H, OUT_DIM)
+        tx = torch.randn(1, D)
+        tstate = [(torch.zeros(1, H), torch.zeros(1, H))]
+
+        def run_torch():
+            with torch.no_grad():
+                tstate[0] = tcell(tx, tstate[0])
+                thead(tstate[0][0]).numpy()
+
+        fns["torch LSTMCell"] = run_torch
+    return {k: v * 1e6 for k, v in
+            interleaved(fns, rounds=rounds * 20, warmup=20).items()}
+
+
+# ------------------------------------------------------------------- memory
+def memory_child(impl, steps):
+    """In a child process: peak RSS growth of one train step of T=steps."""
+    c = dict(CONFIGS["A"], T=steps)
+    make = implementations(c, torch is not None)[impl]
+    train, _ = make()
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(c["B"], 8, c["D"])).astype("float32")
+    if impl == "torch":
+        t = torch.from_numpy(small)
+        train(t, t[..., :1])
+    else:
+        train(tf.constant(small), tf.constant(small[..., :1]))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    x = rng.normal(size=(c["B"], steps, c["D"])).astype("float32")
+    y = x[..., :1].copy()
+    if impl == "torch":
+        train(torch.from_numpy(x), torch.from_numpy(y))
+    else:
+        train(tf.constant(x), tf.constant(y))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mb": (after - before) / 1024.0}))
+
+
+def memory(steps, with_torch):
+    out = {}
+    for impl in implementations(CONFIGS["A"], with_torch):
+        result = subprocess.run(
+            [sys.executable, __file__, f"--memory_child={impl}",
+             f"--memory_steps={steps}"], capture_output=True, text=True,
+            timeout=600)
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+        out[impl] = json.loads(lines[-1])["peak_mb"] if lines else None
+    return out
+
+
+# -------------------------------------------------------------------- report
+def ratio_table(results):
+    lines = []
+    for name, r in results["configs"].items():
+        c = r["config"]
+        lines.append(f"\nconfig {name}: B={c['B']} T={c['T']} D={c['D']} "
+                     f"H={c['H']}   (median ms; x = speed-up over the best "
+                     "keras.layers.LSTM)")
+        lines.append(f"  {'implementation':<14} {'train':>9} {'x':>6} "
+                     f"{'forward':>9} {'x':>6} {'train GF/s':>11} "
+                     f"{'first call':>11}")
+        best_train = min(r["train_ms"]["keras"], r["train_ms"]["keras_jit"])
+        best_fwd = min(r["forward_ms"]["keras"], r["forward_ms"]["keras_jit"])
+        for impl in r["train_ms"]:
+            tr, fw = r["train_ms"][impl], r["forward_ms"][impl]
+            lines.append(
+                f"  {impl:<14} {tr:>9.2f} {best_train / tr:>6.2f} "
+                f"{fw:>9.2f} {best_fwd / fw:>6.2f} "
+                f"{r['train_gflops'][impl]:>11.1f} "
+                f"{r['first_call_s'][impl]:>10.2f}s")
+        if "torch" in r["train_ms"]:
+            ours = r["train_ms"]["lstm_ctl"]
+            lines.append(
+                f"  lstm_ctl vs torch: train {r['train_ms']['torch'] / ours:.2f}x,"
+                f" forward {r['forward_ms']['torch'] / r['forward_ms']['lstm_ctl']:.2f}x")
+    if "streaming_us" in results:
+        lines.append("\nstreaming, one timestep at B=1 (median microseconds):")
+        for k, v in results["streaming_us"].items():
+            lines.append(f"  {k:<26} {v:>8.1f}")
+    peak = results["matmul_peak_gflops"]
+    lines.append("\nmatmul peak (1024x1024 float32): " + ", ".join(
+        f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+    if "memory_mb" in results:
+        lines.append(f"\npeak memory growth of one train step, B=32 "
+                     f"T={results['memory_steps']} D=32 H=128 (MB):")
+        for k, v in results["memory_mb"].items():
+            lines.append(f"  {k:<14} {v if v is None else round(v, 1)}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="A,B,C")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no_torch", action="store_true")
+    parser.add_argument("--skip_memory", action="store_true")
+    parser.add_argument("--skip_streaming", action="store_true")
+    parser.add_argument("--memory_steps", type=int, default=2000)
+    parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results.json"))
+    args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.memory_steps)
+    with_torch = torch is not None and not args.no_torch
+    results = {"machine": {"cpus": os.cpu_count(),
+                           "processor": platform.processor(),
+                           "tensorflow": tf.__version__,
+                           "keras": keras.__version__,
+                           "torch": torch.__version__ if with_torch else None},
+               "matmul_peak_gflops": matmul_peak(), "configs": {}}
+    for name in args.configs.split(","):
+        print(f"config {name} ...", file=sys.stderr, flush=True)
+        results["configs"][name] = bench_config(
+            name, CONFIGS[name], args.rounds, args.warmup, with_torch)
+    if not args.skip_streaming:
+        print("streaming ...", file=sys.stderr, flush=True)
+        results["streaming_us"] = streaming(args.rounds, with_torch)
+    if not args.skip_memory:
+        print("memory ...", file=sys.stderr, flush=True)
+        results["memory_steps"] = args.memory_steps
+        results["memory_mb"] = memory(args.memory_steps, with_torch)
+    peak = max(results["matmul_peak_gflops"].values())
+    for r in results["configs"].values():
+        r["train_fraction_of_peak"] = {k: v / peak for k, v in
+                                       r["train_gflops"].items()}
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(ratio_table(results))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

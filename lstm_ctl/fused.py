@@ -1,0 +1,229 @@
+"""The fast path: one LSTM layer over a sequence, XLA-compiled, with a
+hand-written backward pass.
+
+Forward and backward are each a `tf.function(jit_compile=True)`;
+`tf.custom_gradient` joins them, so no gradient is taken through a compiled
+loop (TensorFlow cannot do that across an XLA boundary). The forward does the
+input projection of all timesteps as one matmul, then one `h @
+recurrent_kernel` per step; the backward does one `dz @ recurrent_kernel^T`
+per step, and the gradients of both kernels and of the inputs as single
+large matmuls over all timesteps after its loop.
+
+Measured on XLA:CPU, three sigmoids and a tanh per step cost as much as the
+recurrent matmul, so the four gate activations are one tanh over `[B, 4H]`:
+sigmoid(x) = tanh(x / 2) / 2 + 1 / 2.
+
+All tensors are time-major: sequences `[T, B, ...]`, masks `[T, B]`.
+"""
+
+import tensorflow as tf
+
+from lstm_ctl.state import LSTMState
+
+# autograph=False: the loops are explicit, and autograph costs seconds of
+# tracing time.
+_JIT = dict(jit_compile=True, reduce_retracing=True, autograph=False)
+
+
+def _where(m, a, b):
+    return a if m is None else tf.where(m[:, None], a, b)
+
+
+def _gate_scale(units, dtype):
+    """`s` with `tanh(z * s) * s + (1 - s)` = sigmoid/tanh per gate column.
+
+    s = 1/2 on the i, f, o columns (a sigmoid) and 1 on the c column (tanh).
+    """
+    half = tf.fill([units], tf.constant(0.5, dtype))
+    return tf.concat([half, half, tf.ones([units], dtype), half], 0)  # [4H]
+
+
+def project(x, kernel, bias):
+    """`x [T, B, D] @ kernel [D, 4H] + bias` as one matmul: `[T, B, 4H]`."""
+    shape = tf.shape(x)
+    flat = tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel) + bias
+    return tf.reshape(flat, [shape[0], shape[1], -1])
+
+
+def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
+             init_c, mask, rdp, save):
+    """Runs the layer; with `save`, also returns what the backward needs.
+
+    Saved: the gate activations `[T, B, 4H]` and the cell states `[T, B, H]`;
+    with a reset or a mask also the states before each step (without them,
+    those are the previous step's outputs and are not stored twice).
+    """
+    xproj = project(x, kernel, bias)  # [T, B, 4H]
+    steps = tf.shape(x)[0]
+    dtype = x.dtype
+    scale = _gate_scale(tf.shape(h0)[1], dtype)
+    offset = 1.0 - scale
+    explicit_prev = reset is not None or mask is not None
+    count = 1 + (2 if save else 0) + (2 if save and explicit_prev else 0)
+    arrays = [tf.TensorArray(dtype, size=steps) for _ in range(count)]
+
+    def body(t, h, c, *arrays):
+        if reset is not None:
+            h = _where(reset[t], init_h, h)
+            c = _where(reset[t], init_c, c)
+        h_in = h if rdp is None else h * rdp
+        z = xproj[t] + tf.matmul(h_in, recurrent_kernel)  # [B, 4H]
+        acts = tf.tanh(z * scale) * scale + offset  # i, f, g, o activated
+        i, f, g, o = tf.split(acts, 4, axis=1)
+        c_new = f * c + i * g
+        h_new = o * tf.tanh(c_new)
+        m = None if mask is None else mask[t]
+        h_state, c_state = _where(m, h_new, h), _where(m, c_new, c)
+        arrays = list(arrays)
+        arrays[0] = arrays[0].write(t, _where(m, h_new, tf.zeros_like(h_new)))
+        if save:
+            arrays[1] = arrays[1].write(t, acts)
+            arrays[2] = arrays[2].write(t, c_new)
+            if explicit_prev:
+                arrays[3] = arrays[3].write(t, h)  # h_{t-1} after any reset
+                arrays[4] = arrays[4].write(t, c)  # c_{t-1} after any reset
+        return (t + 1, h_state, c_state, *arrays)
+
+    result = tf.while_loop(lambda t, *_: t < steps, body,
+                           (tf.constant(0), h0, c0, *arrays),
+                           maximum_iterations=steps)
+    out, h, c = result[3].stack(), result[1], result[2]
+    if not save:
+        return out, h, c
+    acts, c_new = result[4].stack(), result[5].stack()
+    if explicit_prev:
+        h_prev, c_prev = result[6].stack(), result[7].stack()
+    else:
+        h_prev = tf.concat([h0[None], out[:-1]], 0)
+        c_prev = tf.concat([c0[None], c_new[:-1]], 0)
+    return out, h, c, acts, c_new, h_prev, c_prev
+
+
+def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, acts, c_new,
+              h_prev, c_prev, reset, mask, rdp):
+    """Gradients of one layer from the saved activations.
+
+    The factors of the chain rule that do not depend on the recurrence are
+    computed for all timesteps at once before the loop; per step the loop
+    does a few multiplies and `dz @ recurrent_kernel^T`.
+
+    Returns `(d_x, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0,
+    d_init_h, d_init_c)`.
+    """
+    steps = tf.shape(acts)[0]
+    units = tf.shape(h_prev)[2]
+    i, f, g, o = tf.split(acts, 4, axis=2)
+    tanh_c = tf.tanh(c_new)
+    d_cn_from_h = o * (1.0 - tanh_c * tanh_c)  # [T, B, H]
+    d_z_factor = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f),
+                            i * (1.0 - g * g), tanh_c * o * (1.0 - o)],
+                           2)  # [T, B, 4H]: d_z = [dc, dc, dc, dh] * this
+    d_z = tf.TensorArray(acts.dtype, size=steps)
+    zeros = tf.zeros_like(d_h)
+
+    def body(k, d_h, d_c, d_init_h, d_init_c, d_z):
+        t = steps - 1 - k
+        m = None if mask is None else mask[t][:, None]
+        d_hn = d_h + d_out[t]
+        d_cn = d_c
+        if m is not None:
+            d_hn = tf.where(m, d_hn, 0.0)
+            d_cn = tf.where(m, d_cn, 0.0)
+        d_cn = d_cn + d_hn * d_cn_from_h[t]
+        dz = tf.concat([d_cn, d_cn, d_cn, d_hn], 1) * d_z_factor[t]
+        d_hp = tf.matmul(dz, recurrent_kernel, transpose_b=True)
+        if rdp is not None:
+            d_hp = d_hp * rdp
+        d_cp = d_cn * f[t]
+        if m is not None:
+            d_hp = tf.where(m, d_hp, d_h)
+            d_cp = tf.where(m, d_cp, d_c)
+        if reset is not None:
+            r = reset[t][:, None]
+            d_init_h += tf.where(r, d_hp, 0.0)
+            d_init_c += tf.where(r, d_cp, 0.0)
+            d_hp = tf.where(r, 0.0, d_hp)
+            d_cp = tf.where(r, 0.0, d_cp)
+        return k + 1, d_hp, d_cp, d_init_h, d_init_c, d_z.write(t, dz)
+
+    _, d_h0, d_c0, d_init_h, d_init_c, d_z = tf.while_loop(
+        lambda k, *_: k < steps, body, (tf.constant(0), d_h, d_c, zeros,
+                                        zeros, d_z),
+        maximum_iterations=steps)
+    # The weight gradients over all T * B rows: [x, h_prev]^T @ d_z is one
+    # matmul for both kernels.
+    d_z = tf.reshape(d_z.stack(), [-1, 4 * units])  # [T*B, 4H]
+    h_in = h_prev if rdp is None else h_prev * rdp
+    x_shape = tf.shape(x)
+    x_h = tf.concat([tf.reshape(x, [-1, x_shape[2]]),
+                     tf.reshape(h_in, [-1, units])], 1)  # [T*B, D+H]
+    d_kernels = tf.matmul(x_h, d_z, transpose_a=True)  # [D+H, 4H]
+    d_kernel, d_recurrent = d_kernels[:x_shape[2]], d_kernels[x_shape[2]:]
+    d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), x_shape)
+    d_bias = tf.reduce_sum(d_z, 0)
+    return (d_x, d_kernel, d_recurrent, d_bias, d_h0, d_c0, d_init_h,
+            d_init_c)
+
+
+# Compiled once per pattern of optional inputs (reset, mask, dropout); XLA
+# then compiles per shape, without retracing.
+@tf.function(**_JIT)
+def _forward_saving(*args):
+    return _forward(*args, save=True)
+
+
+@tf.function(**_JIT)
+def _forward_only(*args):
+    return _forward(*args, save=False)
+
+
+_backward_compiled = tf.function(_backward, **_JIT)
+
+
+def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
+                   init=None, mask=None, recurrent_dropout_mask=None,
+                   training=True):
+    """One layer on `x [T, B, D]`: `(outputs [T, B, H], final LSTMState)`.
+
+    Same contract as `loop.layer_sequence` (which takes the projection
+    instead of `x` and the kernels). `training=False` runs a loop that saves
+    nothing for the backward pass; if a gradient is asked for all the same,
+    it reruns the saving loop first.
+    """
+    has_init = reset is not None
+    rdp = recurrent_dropout_mask
+
+    @tf.custom_gradient
+    def run(x, kernel, recurrent_kernel, bias, h0, c0, *init_args):
+        ih, ic = init_args if has_init else (None, None)
+        # The tape must not record the compiled loop itself (its gradient is
+        # `grad` below), or TensorFlow would try to differentiate through it.
+        args = tuple(None if a is None else tf.stop_gradient(a) for a in (
+            x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic, mask,
+            rdp))
+        if training:
+            out, h, c, *saved = _forward_saving(*args)
+        else:
+            out, h, c = _forward_only(*args)
+            saved = None
+
+        def grad(d_out, d_h, d_c):
+            nonlocal saved
+            if saved is None:
+                saved = _forward_saving(*args)[3:]
+            d_out = tf.zeros_like(out) if d_out is None else d_out
+            d_h = tf.zeros_like(h) if d_h is None else d_h
+            d_c = tf.zeros_like(c) if d_c is None else d_c
+            grads = _backward_compiled(d_out, d_h, d_c, *args[:3], *saved,
+                                       *args[6:7], *args[9:11])
+            d_x, d_k, d_rk, d_b, d_h0, d_c0, d_ih, d_ic = grads
+            return [d_x, d_k, d_rk, d_b, d_h0, d_c0] + (
+                [d_ih, d_ic] if has_init else [])
+
+        return (out, h, c), grad
+
+    init_args = tuple(init) if has_init else ()
+    tensors = [tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel,
+                                                 bias)]
+    out, h, c = run(x, *tensors, state.h, state.c, *init_args)
+    return out, LSTMState(h, c)
