@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -213,6 +212,21 @@ def streaming(rounds, with_torch, D=32, H=128):
         served_state[0] = out
 
     fns["exported step signature"] = run_exported
+    tflite = export.export_tflite(export_dir, os.path.join(export_dir,
+                                                           "step.tflite"))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner = tf.lite.Interpreter(tflite).get_signature_runner("step")
+    x_np = x.numpy()
+    lite_state = [{k: v.numpy() for k, v in served_state[0].items()}]
+
+    def run_tflite():
+        out = runner(x_t=x_np, **lite_state[0])
+        out.pop("y_t")
+        lite_state[0] = out
+
+    fns["TFLite step"] = run_tflite
     cell = keras.layers.LSTMCell(H)
     dense = keras.layers.Dense(OUT_DIM)
     keras_state = [[tf.zeros([1, H]), tf.zeros([1, H])]]
@@ -243,27 +257,47 @@ def streaming(rounds, with_torch, D=32, H=128):
 
 
 # ------------------------------------------------------------------- memory
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def memory_child(impl, steps):
-    """In a child process: peak RSS growth of one train step of T=steps."""
+    """In a child process: how far RSS rises above its level before one
+    train step of T=steps, sampled every millisecond during the step.
+
+    The step's shapes are compiled (and run once) at T=8 first; the T=2000
+    step then pays its own compilation too where the implementation
+    compiles per shape (XLA), which is part of what a user sees.
+    """
+    import threading
     c = dict(CONFIGS["A"], T=steps)
-    make = implementations(c, torch is not None)[impl]
-    train, _ = make()
+    train, _ = implementations(c, torch is not None)[impl]()
     rng = np.random.default_rng(0)
-    small = rng.normal(size=(c["B"], 8, c["D"])).astype("float32")
-    if impl == "torch":
-        t = torch.from_numpy(small)
-        train(t, t[..., :1])
-    else:
-        train(tf.constant(small), tf.constant(small[..., :1]))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    x = rng.normal(size=(c["B"], steps, c["D"])).astype("float32")
-    y = x[..., :1].copy()
-    if impl == "torch":
-        train(torch.from_numpy(x), torch.from_numpy(y))
-    else:
-        train(tf.constant(x), tf.constant(y))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mb": (after - before) / 1024.0}))
+
+    def batch(t):
+        x = rng.normal(size=(c["B"], t, c["D"])).astype("float32")
+        y = x[..., :1].copy()
+        if impl == "torch":
+            return torch.from_numpy(x), torch.from_numpy(y)
+        return tf.constant(x), tf.constant(y)
+
+    train(*batch(8))
+    x, y = batch(steps)
+    before = _rss_mb()
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    train(x, y)
+    done.set()
+    sampler.join()
+    print(json.dumps({"peak_mb": peak[0] - before}))
 
 
 def memory(steps, with_torch):
@@ -311,7 +345,7 @@ def ratio_table(results):
     lines.append("\nmatmul peak (1024x1024 float32): " + ", ".join(
         f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
     if "memory_mb" in results:
-        lines.append(f"\npeak memory growth of one train step, B=32 "
+        lines.append(f"\nmemory: RSS rise during one train step, B=32 "
                      f"T={results['memory_steps']} D=32 H=128 (MB):")
         for k, v in results["memory_mb"].items():
             lines.append(f"  {k:<14} {v if v is None else round(v, 1)}")

@@ -49,9 +49,9 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
              init_c, mask, rdp, save):
     """Runs the layer; with `save`, also returns what the backward needs.
 
-    Saved: the gate activations `[T, B, 4H]` and the cell states `[T, B, H]`;
-    with a reset or a mask also the states before each step (without them,
-    those are the previous step's outputs and are not stored twice).
+    Saved: the gate activations `[T, B, 4H]` and the new cell states
+    `[T, B, H]`; with a reset or a mask also h and c before each step
+    (without them, those are the previous step's and are not stored twice).
     """
     xproj = project(x, kernel, bias)  # [T, B, 4H]
     steps = tf.shape(x)[0]
@@ -90,35 +90,36 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
     out, h, c = result[3].stack(), result[1], result[2]
     if not save:
         return out, h, c
-    acts, c_new = result[4].stack(), result[5].stack()
-    if explicit_prev:
-        h_prev, c_prev = result[6].stack(), result[7].stack()
-    else:
-        h_prev = tf.concat([h0[None], out[:-1]], 0)
-        c_prev = tf.concat([c0[None], c_new[:-1]], 0)
-    return out, h, c, acts, c_new, h_prev, c_prev
+    saved = [a.stack() for a in result[4:]]  # acts, c_new (, h/c_prev)
+    return (out, h, c, *saved)
 
 
-def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, acts, c_new,
-              h_prev, c_prev, reset, mask, rdp):
-    """Gradients of one layer from the saved activations.
+def _shifted(first, seq):
+    """`[first, seq[0], ..., seq[T-2]]`: the value before each step."""
+    return tf.concat([first[None], seq[:-1]], 0)
 
-    The factors of the chain rule that do not depend on the recurrence are
-    computed for all timesteps at once before the loop; per step the loop
-    does a few multiplies and `dz @ recurrent_kernel^T`.
 
-    Returns `(d_x, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0,
-    d_init_h, d_init_c)`.
+def _backward_factors(acts, c_new, c_prev):
+    """The chain rule's factors that do not depend on the recurrence.
+
+    Computed for all timesteps at once: `d_cn_from_h [T, B, H]` (dc from
+    dh), `d_z_factor [T, B, 4H]` (d_z = [dc, dc, dc, dh] * d_z_factor) and
+    the forget gate `f [T, B, H]`.
     """
-    steps = tf.shape(acts)[0]
-    units = tf.shape(h_prev)[2]
     i, f, g, o = tf.split(acts, 4, axis=2)
     tanh_c = tf.tanh(c_new)
-    d_cn_from_h = o * (1.0 - tanh_c * tanh_c)  # [T, B, H]
+    d_cn_from_h = o * (1.0 - tanh_c * tanh_c)
     d_z_factor = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f),
-                            i * (1.0 - g * g), tanh_c * o * (1.0 - o)],
-                           2)  # [T, B, 4H]: d_z = [dc, dc, dc, dh] * this
-    d_z = tf.TensorArray(acts.dtype, size=steps)
+                            i * (1.0 - g * g), tanh_c * o * (1.0 - o)], 2)
+    return d_cn_from_h, d_z_factor, f
+
+
+def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, f,
+                   recurrent_kernel, reset, mask, rdp):
+    """The recurrence, last step first: returns `(d_z [T, B, 4H], d_h0, d_c0,
+    d_init_h, d_init_c)` with one `d_z @ recurrent_kernel^T` per step."""
+    steps = tf.shape(d_out)[0]
+    d_z = tf.TensorArray(d_out.dtype, size=steps)
     zeros = tf.zeros_like(d_h)
 
     def body(k, d_h, d_c, d_init_h, d_init_c, d_z):
@@ -150,19 +151,24 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, acts, c_new,
         lambda k, *_: k < steps, body, (tf.constant(0), d_h, d_c, zeros,
                                         zeros, d_z),
         maximum_iterations=steps)
-    # The weight gradients over all T * B rows: [x, h_prev]^T @ d_z is one
-    # matmul for both kernels.
-    d_z = tf.reshape(d_z.stack(), [-1, 4 * units])  # [T*B, 4H]
-    h_in = h_prev if rdp is None else h_prev * rdp
+    return d_z.stack(), d_h0, d_c0, d_init_h, d_init_c
+
+
+def _backward_weights(d_z, x, h_prev, kernel, rdp):
+    """Gradients of the kernels, bias and inputs over all `T * B` rows.
+
+    `[x, h_prev]^T @ d_z` is one matmul for both kernels.
+    """
+    units = tf.shape(h_prev)[2]
     x_shape = tf.shape(x)
+    d_z = tf.reshape(d_z, [-1, 4 * units])  # [T*B, 4H]
+    h_in = h_prev if rdp is None else h_prev * rdp
     x_h = tf.concat([tf.reshape(x, [-1, x_shape[2]]),
                      tf.reshape(h_in, [-1, units])], 1)  # [T*B, D+H]
     d_kernels = tf.matmul(x_h, d_z, transpose_a=True)  # [D+H, 4H]
-    d_kernel, d_recurrent = d_kernels[:x_shape[2]], d_kernels[x_shape[2]:]
     d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), x_shape)
-    d_bias = tf.reduce_sum(d_z, 0)
-    return (d_x, d_kernel, d_recurrent, d_bias, d_h0, d_c0, d_init_h,
-            d_init_c)
+    return (d_x, d_kernels[:x_shape[2]], d_kernels[x_shape[2]:],
+            tf.reduce_sum(d_z, 0))
 
 
 # Compiled once per pattern of optional inputs (reset, mask, dropout); XLA
@@ -177,7 +183,27 @@ def _forward_only(*args):
     return _forward(*args, save=False)
 
 
-_backward_compiled = tf.function(_backward, **_JIT)
+# The backward runs as three compiled stages: measured on config C, one
+# function holding all three was 20-30% slower (XLA fuses across them badly).
+_factors_compiled = tf.function(_backward_factors, **_JIT)
+_loop_compiled = tf.function(_backward_loop, **_JIT)
+_weights_compiled = tf.function(_backward_weights, **_JIT)
+
+
+def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
+              acts, c_new, h_prev, c_prev, reset, mask, rdp):
+    """All gradients of one layer: `(d_x, d_kernel, d_recurrent_kernel,
+    d_bias, d_h0, d_c0, d_init_h, d_init_c)`."""
+    # Without resets or padding, the states before each step are the
+    # previous step's: they were not stored twice.
+    if c_prev is None:
+        c_prev = _shifted(c0, c_new)
+        h_prev = _shifted(h0, out)
+    factors = _factors_compiled(acts, c_new, c_prev)
+    d_z, d_h0, d_c0, d_init_h, d_init_c = _loop_compiled(
+        d_out, d_h, d_c, *factors, recurrent_kernel, reset, mask, rdp)
+    weights = _weights_compiled(d_z, x, h_prev, kernel, rdp)
+    return (*weights, d_h0, d_c0, d_init_h, d_init_c)
 
 
 def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
@@ -214,8 +240,11 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
             d_out = tf.zeros_like(out) if d_out is None else d_out
             d_h = tf.zeros_like(h) if d_h is None else d_h
             d_c = tf.zeros_like(c) if d_c is None else d_c
-            grads = _backward_compiled(d_out, d_h, d_c, *args[:3], *saved,
-                                       *args[6:7], *args[9:11])
+            acts, c_new, *prev = saved
+            h_prev, c_prev = prev if prev else (None, None)
+            grads = _backward(d_out, d_h, d_c, *args[:3], *args[4:6], out,
+                              acts, c_new, h_prev, c_prev, *args[6:7],
+                              *args[9:11])
             d_x, d_k, d_rk, d_b, d_h0, d_c0, d_ih, d_ic = grads
             return [d_x, d_k, d_rk, d_b, d_h0, d_c0] + (
                 [d_ih, d_ic] if has_init else [])

@@ -155,5 +155,5 @@ def test_compiled_model_call_does_not_retrace_for_new_shapes():
         train_like(tf.random.normal([batch, steps, 4]))
         counts.append((len(traces),
                        fused._forward_saving.experimental_get_tracing_count(),
-                       fused._backward_compiled.experimental_get_tracing_count()))
+                       fused._loop_compiled.experimental_get_tracing_count()))
     assert counts[0] == counts[-1], counts
