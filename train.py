@@ -53,6 +53,14 @@ flags.DEFINE_integer("reset_every", _T.reset_every,
                      "0: only where streams end.", lower_bound=0)
 flags.DEFINE_bool("jit_compile", _T.jit_compile,
                   "Compile the train step with XLA.")
+flags.DEFINE_enum("strategy", _T.strategy, config_lib.STRATEGIES,
+                  "default: one device; mirrored: MirroredStrategy over the "
+                  "local GPUs (or --cpu_replicas CPU devices); multi_worker: "
+                  "MultiWorkerMirroredStrategy configured by TF_CONFIG.")
+flags.DEFINE_integer("cpu_replicas", _T.cpu_replicas,
+                     "With --strategy=mirrored: split the CPU into N logical "
+                     "devices, one replica each (0: use the GPUs).",
+                     lower_bound=0)
 flags.DEFINE_integer("seed", _T.seed, "Seed of data, weights and dropout.")
 flags.DEFINE_integer("log_every", _T.log_every,
                      "Steps between progress lines and scalar summaries.",
@@ -74,6 +82,15 @@ flags.register_validator("recurrent_dropout", lambda v: v < 1.0,
                          "--recurrent_dropout must be in [0, 1).")
 flags.register_validator("learning_rate", lambda v: v > 0,
                          "--learning_rate must be > 0.")
+flags.register_multi_flags_validator(
+    ["strategy", "cpu_replicas"],
+    lambda f: f["cpu_replicas"] == 0 or f["strategy"] == "mirrored",
+    "--cpu_replicas needs --strategy=mirrored.")
+flags.register_multi_flags_validator(
+    ["strategy", "cpu_replicas", "batch_size"],
+    lambda f: f["strategy"] != "mirrored" or f["cpu_replicas"] == 0
+    or f["batch_size"] % f["cpu_replicas"] == 0,
+    "--batch_size (the global batch) must be divisible by --cpu_replicas.")
 flags.register_multi_flags_validator(
     ["task", "text_file"], lambda f: f["task"] != "text" or f["text_file"],
     "--task=text needs --text_file=PATH (a UTF-8 text file).")
@@ -106,7 +123,8 @@ def config_from_flags():
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
         state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,
-        jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy,
+        cpu_replicas=FLAGS.cpu_replicas, seed=FLAGS.seed,
         log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,
         checkpoint_every=FLAGS.checkpoint_every,
         max_to_keep=FLAGS.max_to_keep)

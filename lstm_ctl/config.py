@@ -13,6 +13,7 @@ TASKS = ("sine", "text", "csv")
 STATE_MODES = ("carry", "reset")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 CONFIG_FILE = "config.json"
 
 
@@ -48,6 +49,8 @@ class TrainConfig:
     state_mode: str = "carry"
     reset_every: int = 0
     jit_compile: bool = False
+    strategy: str = "default"
+    cpu_replicas: int = 0
     seed: int = 0
     log_every: int = 100
     hist_every: int = 500
@@ -103,6 +106,12 @@ def validate(config: TrainConfig):
     check(config.state_mode in STATE_MODES,
           f"state_mode must be one of {STATE_MODES}; got "
           f"{config.state_mode!r}")
+    check(config.strategy in STRATEGIES,
+          f"strategy must be one of {STRATEGIES}; got {config.strategy!r}")
+    check(config.cpu_replicas >= 0,
+          f"cpu_replicas must be >= 0; got {config.cpu_replicas}")
+    check(config.cpu_replicas == 0 or config.strategy == "mirrored",
+          "cpu_replicas needs strategy=mirrored")
     check(config.reset_every >= 0,
           f"reset_every must be >= 0 (0: never); got {config.reset_every}")
     for name in ("log_every", "hist_every", "checkpoint_every", "max_to_keep"):

@@ -204,17 +204,29 @@ class LSTMModel(keras.Model):
         return tf.transpose(outputs, [1, 0, 2]), final_state
 
     def _dropout_masks(self, x, training):
-        """Per-layer dropout masks `[B, D_i]` and `[B, H]`, one per sequence."""
+        """Per-layer dropout masks `[B, D_i]` and `[B, H]`, one per sequence.
+
+        Drawn from the model's seed generator (checkpointed with it); under a
+        tf.distribute strategy each replica draws its own masks.
+        """
         if not training or (self.dropout == 0 and self.recurrent_dropout == 0):
             return None, None
         batch = tf.shape(x)[0]
+        ctx = tf.distribute.get_replica_context()
+        replica = tf.cast(ctx.replica_id_in_sync_group if ctx else 0,
+                          tf.int64)
 
         def masks(rate, sizes):
             if rate == 0:
                 return None
-            return [keras.random.dropout(
-                tf.ones(tf.stack([batch, size]), self.compute_dtype), rate,
-                seed=self.seed_generator) for size in sizes]
+            out = []
+            for size in sizes:
+                seed = tf.cast(self.seed_generator.next(), tf.int64)
+                seed += tf.stack([tf.constant(0, tf.int64), replica * 2**32])
+                keep = tf.random.stateless_uniform(
+                    tf.stack([batch, size]), seed=seed) >= rate
+                out.append(tf.cast(keep, self.compute_dtype) / (1.0 - rate))
+            return out
 
         in_sizes = [self.input_dim] + [self.units] * (self.num_layers - 1)
         return (masks(self.dropout, in_sizes),

@@ -11,7 +11,9 @@ The Python loop around the step does logging, checkpoints and progress.
 """
 
 import contextlib
+import io
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -21,8 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, config as config_lib, data, losses
-from lstm_ctl import summaries
+from lstm_ctl import checkpoints, config as config_lib, data, distribute
+from lstm_ctl import losses, summaries
 from lstm_ctl import state as state_lib
 from lstm_ctl.model import LSTMModel
 from lstm_ctl.state import LSTMState
@@ -80,39 +82,77 @@ def check_resumable(config, model_dir):
 class Trainer:
     """Builds the model, data, optimizer and checkpoints of one run."""
 
-    def __init__(self, config, out=sys.stdout):
+    def __init__(self, config, out=sys.stdout, strategy=None):
         self.config = config_lib.validate(config)
-        self.out = out
         self.model_dir = config.model_dir
         os.makedirs(self.model_dir, exist_ok=True)
         check_resumable(config, self.model_dir)
+        self.strategy = strategy or distribute.make_strategy(
+            config.strategy, config.cpu_replicas)
+        distribute.check_batch_size(self.strategy, config.data.batch_size)
+        self.chief = distribute.is_chief(self.strategy)
+        self.out = out if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
         self.task, self.arrays = data.build_task(config.data, "train",
                                                  self.model_dir)
         self.baseline = data.baseline_loss(self.task, self.arrays)
-        self.model = build_model(config, self.task)
-        self.optimizer = build_optimizer(config)
-        self.optimizer.build(self.model.trainable_variables)
+        with self.strategy.scope():
+            self.model = build_model(config, self.task)
+            self.optimizer = build_optimizer(config)
+            self.optimizer.build(self.model.trainable_variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                 name="step")
         self.carried = checkpoints.CarriedState(config.model.num_layers,
                                                 config.model.units)
+        # Every worker computes the same global batches; each replica then
+        # takes its own rows of them (see distribute.replica_rows).
         self.dataset = data.train_dataset(self.task, self.arrays,
                                           config.data.seq_len,
                                           config.state_mode, config.seed)
         self.iterator = iter(self.dataset)
         self.checkpoints = checkpoints.Checkpoints(
-            self.model_dir, config.max_to_keep, model=self.model,
-            optimizer=self.optimizer, step=self.step, state=self.carried,
-            data=self.iterator)
+            distribute.worker_dir(self.model_dir, self.strategy),
+            config.max_to_keep, model=self.model, optimizer=self.optimizer,
+            step=self.step, state=self.carried, data=self.iterator)
         self.trace_count = 0
         self.train_step = self._make_train_step()
 
     # ------------------------------------------------------------ the step
     def _make_train_step(self):
         model, optimizer, task = self.model, self.optimizer, self.task
-        clip_norm = self.config.clip_norm
+        strategy, clip_norm = self.strategy, self.config.clip_norm
         batch_spec, state_spec = batch_signature(task, model)
+
+        def replica_fn(batch, state, global_count):
+            batch, state = distribute.replica_rows((batch, state))
+            with tf.GradientTape() as tape:
+                outputs, final_state = model(
+                    batch["inputs"], initial_state=state_lib.stop_gradient(
+                        state), reset_mask=batch["reset_mask"], training=True)
+                sums = losses.batch_sums(task, outputs, batch["targets"],
+                                         batch["weights"])
+                # Scaled by the global batch's weight: summed over replicas
+                # this is the mean loss of the whole batch.
+                loss = sums["loss"] / global_count
+            variables = model.trainable_variables
+            grads = tape.gradient(loss, variables)
+            ctx = tf.distribute.get_replica_context()
+            replicas = ctx.num_replicas_in_sync
+            if replicas > 1:
+                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            # Clip the whole batch's gradient, the same on every replica.
+            grad_norm = tf.linalg.global_norm(grads)
+            if clip_norm > 0:
+                grads, _ = tf.clip_by_global_norm(grads, clip_norm,
+                                                  use_norm=grad_norm)
+            lr = optimizer.learning_rate  # before this step's update
+            if replicas > 1:
+                # The Keras optimizer sums gradients over replicas again.
+                grads = [g / replicas for g in grads]
+            optimizer.apply_gradients(zip(grads, variables))
+            if replicas > 1:
+                grads = [g * replicas for g in grads]
+            return sums, tf.nest.flatten(final_state), grads, grad_norm, lr
 
         def step_fn(batch, state, force_reset):
             self.trace_count += 1
@@ -120,24 +160,21 @@ class Trainer:
             # A forced reset (reset_every) restarts every lane at step 0.
             first = tf.logical_and(force_reset, tf.equal(
                 tf.range(tf.shape(reset)[1]), 0))
-            reset = tf.logical_or(reset, first[None, :])
-            with tf.GradientTape() as tape:
-                outputs, final_state = model(
-                    batch["inputs"], initial_state=state_lib.stop_gradient(
-                        state), reset_mask=reset, training=True)
-                sums = losses.batch_sums(task, outputs, batch["targets"],
-                                         batch["weights"])
-                loss = sums["loss"] / tf.maximum(sums["count"], 1.0)
-            variables = model.trainable_variables
-            grads = tape.gradient(loss, variables)
-            grad_norm = tf.linalg.global_norm(grads)
-            if clip_norm > 0:
-                grads, _ = tf.clip_by_global_norm(grads, clip_norm,
-                                                  use_norm=grad_norm)
-            lr = optimizer.learning_rate  # before this step's update
-            optimizer.apply_gradients(zip(grads, variables))
+            batch = dict(batch, reset_mask=tf.logical_or(reset, first[None]))
+            global_count = tf.maximum(tf.reduce_sum(batch["weights"]), 1.0)
+            sums, final_state, grads, grad_norm, lr = strategy.run(
+                replica_fn, args=(batch, state, global_count))
+            sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v,
+                                       axis=None) for k, v in sums.items()}
+            first_replica = strategy.experimental_local_results
             metrics = losses.finalize(task, sums)
-            metrics.update(grad_norm=grad_norm, learning_rate=lr)
+            metrics.update(grad_norm=first_replica(grad_norm)[0],
+                           learning_rate=first_replica(lr)[0])
+            # Gathered tensor by tensor: strategy.gather on a list or tuple
+            # (TF 2.21) returns one replica's rows only.
+            final_state = tf.nest.pack_sequence_as(
+                state, [strategy.gather(t, axis=0) for t in final_state])
+            grads = [first_replica(g)[0] for g in grads]
             return metrics, final_state, grads
 
         return tf.function(
@@ -147,8 +184,11 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
     def restore(self):
-        """Resumes from the latest checkpoint; returns its path or None."""
-        latest = self.checkpoints.latest
+        """Resumes from the latest checkpoint; returns its path or None.
+
+        Every worker restores the chief's latest checkpoint in model_dir.
+        """
+        latest = checkpoints.latest_checkpoint(self.model_dir)
         if latest:
             self.checkpoints.restore(latest)
         return latest
@@ -160,8 +200,10 @@ class Trainer:
         """Trains to `train_steps`; returns a summary dict of the run."""
         config = self.config
         resumed = self.restore()
-        config_lib.save(config, self.model_dir)
-        writer = summaries.Writer(os.path.join(self.model_dir, "train"))
+        own_dir = distribute.worker_dir(self.model_dir, self.strategy)
+        if self.chief:
+            config_lib.save(config, self.model_dir)
+        writer = summaries.Writer(os.path.join(own_dir, "train"))
         start = int(self.step.numpy())
         if resumed:
             self._print(f"Resuming from {resumed} (step {start}).")
@@ -199,6 +241,8 @@ class Trainer:
         if checkpoints.checkpoint_step(self.checkpoints.latest or "") != step:
             self._save(state, step)
         writer.close()
+        if not self.chief:
+            shutil.rmtree(own_dir, ignore_errors=True)
         if interrupted is not None:
             name = signal.Signals(interrupted).name
             self._print(f"Stopped by {name} at step {step}: saved "

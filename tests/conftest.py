@@ -1,5 +1,12 @@
-"""Test set-up: quiet TensorFlow logs before TensorFlow is imported."""
+"""Test set-up, before TensorFlow starts: quiet logs, and the CPU split into
+two logical devices so that MirroredStrategy has two replicas to use."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -51,6 +51,9 @@ def losses_in(model_dir):
     (["--task=csv", "--csv_file=x.csv"], "--task=csv needs --csv_file=PATH "
                                          "and --target_columns"),
     (["--learning_rate=0"], "--learning_rate must be > 0"),
+    (["--cpu_replicas=2"], "--cpu_replicas needs --strategy=mirrored"),
+    (["--strategy=mirrored", "--cpu_replicas=3", "--batch_size=8"],
+     "--batch_size (the global batch) must be divisible by --cpu_replicas"),
 ])
 def test_bad_flags_stop_before_any_work(tmp_path, args, message):
     model_dir = tmp_path / "never"

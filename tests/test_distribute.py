@@ -1,0 +1,134 @@
+"""Training on tf.distribute: replicas give the single-device numbers."""
+
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+from lstm_ctl import LSTMModel, distribute, trainer
+from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ATOL = 1e-5
+
+
+def config(tmp_path, name, **kwargs):
+    values = dict(model_dir=str(tmp_path / name),
+                  model=ModelConfig(units=16, num_layers=2),
+                  data=DataConfig(seq_len=10, batch_size=8), train_steps=12,
+                  log_every=1, hist_every=1000, checkpoint_every=6,
+                  lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def mirrored(**kwargs):
+    return dict(strategy="mirrored", cpu_replicas=2, **kwargs)
+
+
+@pytest.mark.parametrize("state_mode", ["carry", "reset"])
+def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
+    one = trainer.Trainer(config(tmp_path, "one", state_mode=state_mode),
+                          out=io.StringIO())
+    two = trainer.Trainer(config(tmp_path, "two", state_mode=state_mode,
+                                 **mirrored()), out=io.StringIO())
+    assert two.strategy.num_replicas_in_sync == 2
+    for a, b in zip(one.model.weights, two.model.weights):
+        np.testing.assert_array_equal(a, b)   # same initial weights
+    r1, r2 = one.run(), two.run()
+    np.testing.assert_allclose(r2["losses"], r1["losses"], atol=ATOL)
+    # The whole carried state, gathered from both replicas, is checkpointed.
+    s1, s2 = one.carried.read(), two.carried.read()
+    assert s2[1].h.shape == (8, 16)
+    np.testing.assert_allclose(s2[1].c, s1[1].c, atol=ATOL)
+
+
+def test_checkpoint_of_two_replicas_resumes_on_one_device_and_on_two(
+        tmp_path):
+    full = trainer.train(config(tmp_path, "full"), out=io.StringIO())
+    half = config(tmp_path, "half", train_steps=6, **mirrored())
+    trainer.train(half, out=io.StringIO())
+    shutil.copytree(half.model_dir, tmp_path / "half_copy")
+    for name, kwargs in (("half", {}), ("half_copy", mirrored())):
+        resumed = trainer.train(config(tmp_path, name, **kwargs),
+                                out=io.StringIO())
+        assert resumed["steps_run"] == 6
+        np.testing.assert_allclose(resumed["losses"], full["losses"][6:],
+                                   atol=ATOL)
+
+
+def test_global_batch_must_divide_among_replicas(tmp_path):
+    bad = config(tmp_path, "bad", data=DataConfig(seq_len=10, batch_size=5),
+                 **mirrored())
+    with pytest.raises(ValueError, match=r"--batch_size=5 \(the global batch"
+                                         r"\) is not divisible by the 2 "
+                                         r"replicas"):
+        trainer.Trainer(bad, out=io.StringIO())
+
+
+def test_replicas_draw_their_own_dropout_masks():
+    strategy = distribute.make_strategy("mirrored", 2)
+    with strategy.scope():
+        model = LSTMModel(units=4, input_dim=3, dropout=0.5, seed=1)
+    x = tf.ones([2, 5, 3])
+
+    @tf.function
+    def masks():
+        per_replica = strategy.run(lambda: model._dropout_masks(x, True)[0][0])
+        return strategy.experimental_local_results(per_replica)
+
+    first, second = masks()
+    assert not np.array_equal(first, second)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_multi_worker_processes_match_one_device(tmp_path):
+    steps = 6
+    args = ["--units=16", "--num_layers=2", "--seq_len=10", "--batch_size=8",
+            f"--train_steps={steps}", "--log_every=1", "--hist_every=1000",
+            "--checkpoint_every=3", "--lr_schedule=constant"]
+    reference = trainer.train(
+        config(tmp_path, "reference", train_steps=steps), out=io.StringIO())
+    ports = [free_port(), free_port()]
+    model_dir = tmp_path / "multi"
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config),
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        workers.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"),
+             f"--model_dir={model_dir}", "--strategy=multi_worker", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outputs = [w.communicate(timeout=240) for w in workers]
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    assert f"Done: step {steps}" in outputs[0][0]   # the chief reports
+    assert outputs[1][0] == ""                      # the other worker not
+    acc = EventAccumulator(str(model_dir / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    losses = [float(tensor_util.make_ndarray(e.tensor_proto))
+              for e in acc.Tensors("loss")]
+    np.testing.assert_allclose(losses, reference["losses"], atol=ATOL)
+    assert (model_dir / f"ckpt-{steps}.index").exists()
+    assert not (model_dir / ".worker_1").exists()
