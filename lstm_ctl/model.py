@@ -5,10 +5,9 @@ import tensorflow as tf
 
 from lstm_ctl import fused, loop
 from lstm_ctl import state as state_lib
+from lstm_ctl.checks import ChecksMixin, check_constructor_args
 from lstm_ctl.state import LSTMState
-
-INITIAL_STATE_MODES = ("zeros", "learned")
-IMPLEMENTATIONS = ("fused", "loop", "cell")
+from lstm_ctl.stateful import StatefulMixin, make_kept_variables
 
 
 def _static_or_dynamic(tensor, axis):
@@ -18,7 +17,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(keras.Model):
+class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -49,7 +48,7 @@ class LSTMModel(keras.Model):
                  stateful=False, implementation="fused", input_dim=None,
                  seed=None, **kwargs):
         super().__init__(**kwargs)
-        _check_constructor_args(units, output_dim, num_layers, dropout,
+        check_constructor_args(units, output_dim, num_layers, dropout,
                                 recurrent_dropout, initial_state_mode,
                                 implementation, input_dim)
         self.units = int(units)
@@ -83,16 +82,7 @@ class LSTMModel(keras.Model):
                         shape=(self.units,), initializer="zeros",
                         name=f"initial_{part}_{i}"))
         if self.stateful:
-            # The kept state: plain tf.Variables of shape [None, H], so that
-            # its batch size can change; batch size 0 means "none kept yet".
-            # They are checkpointed but are not model weights.
-            with tf.init_scope():
-                for i in range(self.num_layers):
-                    for part in ("h", "c"):
-                        setattr(self, f"kept_{part}_{i}", tf.Variable(
-                            tf.zeros([0, self.units], self.compute_dtype),
-                            shape=tf.TensorShape([None, self.units]),
-                            trainable=False, name=f"kept_{part}_{i}"))
+            make_kept_variables(self)
         if input_dim is not None:
             self.build((None, None, input_dim))
 
@@ -268,191 +258,3 @@ class LSTMModel(keras.Model):
             self._keep(next_state)
         y_t = inp if self.head is None else self.head(inp)
         return y_t, next_state
-
-    # -------------------------------------------------------- stateful mode
-    def _kept_vars(self):
-        return [(getattr(self, f"kept_h_{i}"), getattr(self, f"kept_c_{i}"))
-                for i in range(self.num_layers)]
-
-    def _require_stateful(self, what):
-        if not self.stateful:
-            raise ValueError(
-                f"`{what}` needs a model built with stateful=True; this model "
-                "keeps no state (pass `initial_state` to each call instead).")
-
-    @property
-    def state(self):
-        """The kept state (stateful models): a tuple of `LSTMState`.
-
-        None before the first call (nothing is kept yet).
-        """
-        self._require_stateful("state")
-        kept = tuple(LSTMState(h.read_value(), c.read_value())
-                     for h, c in self._kept_vars())
-        if tf.executing_eagerly() and int(tf.shape(kept[0].h)[0]) == 0:
-            return None
-        return kept
-
-    def _kept_batch_size(self):
-        return tf.shape(self._kept_vars()[0][0])[0]
-
-    def _keep(self, new_state):
-        for (h_var, c_var), s in zip(self._kept_vars(), new_state):
-            h_var.assign(s.h)
-            c_var.assign(s.c)
-
-    def _kept_state_for(self, batch):
-        """The kept state to start a call of `batch` examples from.
-
-        With nothing kept yet, the initial state. A kept state of another
-        batch size is an error that says how to reset.
-        """
-        kept_batch = self._kept_batch_size()
-        kept = tuple(LSTMState(h.read_value(), c.read_value())
-                     for h, c in self._kept_vars())
-        template = ("This stateful model keeps a state of batch size {} but "
-                    "the inputs have batch size {}. Call "
-                    "model.reset_state(batch_size=...) to start from the "
-                    "initial state at the new batch size, "
-                    "model.reset_state(state) with a state of the new batch "
-                    "size, or pass initial_state=... to this call.")
-        if tf.executing_eagerly():
-            kept_batch = int(kept_batch)
-            if kept_batch == 0:
-                return self.initial_state(batch)
-            if kept_batch != int(batch):
-                raise ValueError(template.format(kept_batch, int(batch)))
-            return kept
-        # Inside a tf.function the sizes are known only at run time.
-        ok = tf.logical_or(tf.equal(kept_batch, 0), tf.equal(kept_batch, batch))
-        message = tf.strings.format(template, (kept_batch, batch))
-        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
-            empty = tf.equal(kept_batch, 0)
-        init = self.initial_state(batch)
-        return tuple(
-            LSTMState(tf.cond(empty, lambda i=i: init[i].h, lambda k=k: k.h),
-                      tf.cond(empty, lambda i=i: init[i].c, lambda k=k: k.c))
-            for i, k in enumerate(kept))
-
-    def reset_state(self, state=None, mask=None, batch_size=None):
-        """Resets the kept state of a stateful model.
-
-        - `reset_state()`: back to the initial state, same batch size.
-        - `reset_state(batch_size=N)`: the initial state for N examples.
-        - `reset_state(state)`: these values (any batch size; it then holds).
-        - `reset_state(mask=m)`, `m` bool `[B]`: only examples where m is
-          True go back to the initial state (or to `state`, when given).
-        """
-        self._require_stateful("reset_state")
-        if state is not None and batch_size is not None:
-            raise ValueError("reset_state takes `state` or `batch_size`, not "
-                             "both (the state's rows give the batch size).")
-        kept_batch = int(self._kept_batch_size())
-        if state is not None:
-            target = state_lib.normalize_state(
-                state, self.num_layers, self.units, None, "state",
-                self.compute_dtype)
-            target_batch = int(tf.shape(target[0].h)[0])
-            state_lib.check_batch_size(target, target_batch, "state")
-        else:
-            if batch_size is not None:
-                target_batch = int(batch_size)
-                if target_batch < 0:
-                    raise ValueError("`batch_size` must be >= 0; got "
-                                     f"{batch_size}.")
-            else:
-                target_batch = kept_batch
-            target = self.initial_state(target_batch)
-        if mask is not None:
-            mask = tf.convert_to_tensor(mask)
-            if mask.shape.rank != 1:
-                raise ValueError("`mask` of reset_state must have shape [batch]"
-                                 f" (one bool per example); got shape "
-                                 f"{mask.shape.as_list()}.")
-            if kept_batch == 0:
-                raise ValueError("reset_state(mask=...) resets some examples "
-                                 "of the kept state, but no state is kept yet;"
-                                 " call the model first.")
-            if mask.shape[0] != kept_batch or target_batch != kept_batch:
-                raise ValueError(
-                    f"reset_state(mask=...) needs a mask of shape "
-                    f"[{kept_batch}] (the kept state's batch size); got "
-                    f"shape {mask.shape.as_list()}"
-                    + ("" if target_batch == kept_batch else
-                       f" and a state of batch size {target_batch}") + ".")
-            kept = tuple(LSTMState(h.read_value(), c.read_value())
-                         for h, c in self._kept_vars())
-            target = state_lib.select_state(mask, target, kept)
-        self._keep(target)
-
-    # ------------------------------------------------------------ checking
-    def _check_features(self, features, name, layout):
-        if features != self.input_dim:
-            raise ValueError(
-                f"`{name}` has {features} features but the model was built "
-                f"for {self.input_dim}: expected shape {layout} with "
-                f"features={self.input_dim}.")
-
-    def _check_inputs(self, x):
-        if x.shape.rank != 3:
-            shape = x.shape.as_list() if x.shape.rank is not None else "unknown"
-            raise ValueError("`inputs` must have shape [batch, time, features]"
-                             f" (rank 3); got shape {shape}.")
-        self._check_features(x.shape[-1], "inputs", "[batch, time, features]")
-        if x.shape[1] == 0:
-            raise ValueError("`inputs` must have at least one timestep; got "
-                             f"shape {x.shape.as_list()}.")
-
-    def _check_step_mask(self, m, name, batch, steps):
-        """Validates a `[B, T]` mask; returns it as bool, or None."""
-        if m is None:
-            return None
-        m = tf.convert_to_tensor(m)
-        if m.dtype != tf.bool:
-            m = tf.cast(m, tf.bool)
-        expected = f"[batch, time] = [{batch}, {steps}]" if isinstance(
-            batch, int) and isinstance(steps, int) else "[batch, time]"
-        if m.shape.rank != 2:
-            raise ValueError(f"`{name}` must be a bool tensor of shape "
-                             f"{expected}, like the inputs' first two "
-                             f"dimensions; got shape {m.shape.as_list()}.")
-        for axis, size in ((0, batch), (1, steps)):
-            known = m.shape[axis]
-            if isinstance(size, int) and known is not None:
-                if known != size:
-                    raise ValueError(
-                        f"`{name}` must have shape {expected}, like the "
-                        f"inputs' first two dimensions; got shape "
-                        f"{m.shape.as_list()}.")
-            else:
-                tf.debugging.assert_equal(
-                    tf.shape(m)[axis], size,
-                    message=f"`{name}` must have shape [batch, time] like the "
-                            "inputs' first two dimensions")
-        return m
-
-
-def _check_constructor_args(units, output_dim, num_layers, dropout,
-                            recurrent_dropout, initial_state_mode,
-                            implementation, input_dim):
-    def positive_int(value, name, allow_none=False):
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got "
-                             f"{value!r}.")
-
-    positive_int(units, "units")
-    positive_int(output_dim, "output_dim", allow_none=True)
-    positive_int(num_layers, "num_layers")
-    positive_int(input_dim, "input_dim", allow_none=True)
-    for name, rate in (("dropout", dropout),
-                       ("recurrent_dropout", recurrent_dropout)):
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1); got {rate!r}.")
-    if initial_state_mode not in INITIAL_STATE_MODES:
-        raise ValueError(f"`initial_state_mode` must be one of "
-                         f"{INITIAL_STATE_MODES}; got {initial_state_mode!r}.")
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"`implementation` must be one of {IMPLEMENTATIONS};"
-                         f" got {implementation!r}.")
