@@ -47,7 +47,7 @@ flags.register_multi_flags_validator(
 
 
 def run():
-    from lstm_ctl import evaluation  # imports TensorFlow
+    from lstm_ctl import checkpoints, evaluation  # imports TensorFlow
 
     evaluator = evaluation.Evaluator(FLAGS.model_dir)
     metric = evaluator.task.metric
@@ -55,20 +55,35 @@ def run():
     if chunks == 1 and FLAGS.state_mode != "reset":
         print("Note: the eval stream holds one chunk per stream, so carry "
               "and reset give the same numbers here.")
-    if FLAGS.watch:
-        paths = evaluation.watch(FLAGS.model_dir, FLAGS.watch_timeout)
-        print(f"Watching {FLAGS.model_dir} for new checkpoints (stops after "
-              f"{FLAGS.watch_timeout:.0f} s without one).", flush=True)
-    else:
-        paths = evaluation.checkpoints_to_evaluate(
-            FLAGS.model_dir, FLAGS.checkpoint, FLAGS.all)
     rows = []
-    for path in paths:
-        new = evaluator.evaluate_checkpoint(path, FLAGS.state_mode,
-                                            FLAGS.eval_steps)
-        rows += new
+    if FLAGS.watch or FLAGS.all:
         if FLAGS.watch:
-            print(evaluation.format_table(new, metric), flush=True)
+            paths = evaluation.watch(FLAGS.model_dir, FLAGS.watch_timeout)
+            print(f"Watching {FLAGS.model_dir} for new checkpoints (stops "
+                  f"after {FLAGS.watch_timeout:.0f} s without one).",
+                  flush=True)
+        else:
+            paths = evaluation.all_checkpoints(FLAGS.model_dir)
+        for path in paths:
+            try:
+                new = evaluator.evaluate_checkpoint(path, FLAGS.state_mode,
+                                                    FLAGS.eval_steps)
+            except checkpoints.CheckpointError as e:
+                # Corrupt, or deleted by max_to_keep since it was listed.
+                _warn(f"Warning: skipped: {e}")
+                continue
+            rows += new
+            if FLAGS.watch:
+                print(evaluation.format_table(new, metric), flush=True)
+    elif FLAGS.checkpoint:
+        checkpoints.require_checkpoint(FLAGS.model_dir, FLAGS.checkpoint)
+        rows = evaluator.evaluate_checkpoint(FLAGS.checkpoint,
+                                             FLAGS.state_mode,
+                                             FLAGS.eval_steps)
+    else:
+        path = evaluator.restore_latest(_warn)
+        rows = evaluator.evaluate_checkpoint(path, FLAGS.state_mode,
+                                             FLAGS.eval_steps, restore=False)
     evaluator.close()
     if not FLAGS.watch:
         print(evaluation.format_table(rows, metric))
@@ -91,13 +106,18 @@ def run():
         print(f"Exported SavedModel to {saved} and TFLite to {tflite}")
 
 
+def _warn(line):
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    from lstm_ctl.checkpoints import CheckpointError
     try:
         run()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         sys.exit(1)
 

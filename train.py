@@ -61,6 +61,13 @@ flags.DEFINE_integer("cpu_replicas", _T.cpu_replicas,
                      "With --strategy=mirrored: split the CPU into N logical "
                      "devices, one replica each (0: use the GPUs).",
                      lower_bound=0)
+flags.DEFINE_bool("deterministic", _T.deterministic,
+                  "Deterministic ops (tf.config.experimental."
+                  "enable_op_determinism): a run resumed after a crash ends "
+                  "with bit-identical weights.")
+flags.DEFINE_bool("skip_nonfinite", _T.skip_nonfinite,
+                  "Skip steps with a NaN or Inf loss (no update; counted in "
+                  "TensorBoard as nonfinite_steps) instead of stopping.")
 flags.DEFINE_integer("seed", _T.seed, "Seed of data, weights and dropout.")
 flags.DEFINE_integer("log_every", _T.log_every,
                      "Steps between progress lines and scalar summaries.",
@@ -94,18 +101,24 @@ flags.register_multi_flags_validator(
 flags.register_multi_flags_validator(
     ["task", "text_file"], lambda f: f["task"] != "text" or f["text_file"],
     "--task=text needs --text_file=PATH (a UTF-8 text file).")
-flags.register_multi_flags_validator(
-    ["task", "text_file"],
-    lambda f: f["task"] != "text" or os.path.isfile(f["text_file"]),
-    "--text_file does not exist.")
+def _file_exists(flag):
+    def check(values):
+        task, path = values["task"], values[f"{flag}_file"]
+        if task == flag and path and not os.path.isfile(path):
+            raise flags.ValidationError(f"--{flag}_file {path!r} does not "
+                                        "exist.")
+        return True
+    return check
+
+
+flags.register_multi_flags_validator(["task", "text_file"],
+                                     _file_exists("text"))
 flags.register_multi_flags_validator(
     ["task", "csv_file", "target_columns"],
     lambda f: f["task"] != "csv" or (f["csv_file"] and f["target_columns"]),
     "--task=csv needs --csv_file=PATH and --target_columns=a,b.")
-flags.register_multi_flags_validator(
-    ["task", "csv_file"],
-    lambda f: f["task"] != "csv" or os.path.isfile(f["csv_file"]),
-    "--csv_file does not exist.")
+flags.register_multi_flags_validator(["task", "csv_file"],
+                                     _file_exists("csv"))
 
 
 def config_from_flags():
@@ -124,7 +137,8 @@ def config_from_flags():
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
         state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,
         jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy,
-        cpu_replicas=FLAGS.cpu_replicas, seed=FLAGS.seed,
+        cpu_replicas=FLAGS.cpu_replicas, deterministic=FLAGS.deterministic,
+        skip_nonfinite=FLAGS.skip_nonfinite, seed=FLAGS.seed,
         log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,
         checkpoint_every=FLAGS.checkpoint_every,
         max_to_keep=FLAGS.max_to_keep)
@@ -137,10 +151,17 @@ def main(argv):
     config = config_from_flags()
     try:
         config_lib.validate(config)
-        from lstm_ctl import trainer  # imports TensorFlow
-        result = trainer.train(config)
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:
         raise app.UsageError(str(e)) from None
+    from lstm_ctl import checkpoints, trainer  # imports TensorFlow
+    try:
+        result = trainer.train(config)
+    except (ValueError, FileNotFoundError, trainer.TrainingError,
+            checkpoints.CheckpointError) as e:
+        # Bad data, a non-finite loss, unreadable checkpoints: one clear
+        # line, no traceback (exit code 1).
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
     if result["interrupted"] is not None:
         sys.exit(128 + result["interrupted"])  # 130: SIGINT, 143: SIGTERM
 

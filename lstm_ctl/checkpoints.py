@@ -17,6 +17,16 @@ from lstm_ctl.state import LSTMState
 CHECKPOINT_NAME = "ckpt"
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of a model dir can be read."""
+
+
+def short_error(e):
+    """The first line of a TensorFlow error, without its op context."""
+    message = getattr(e, "message", None) or str(e)
+    return message.strip().splitlines()[0][:300]
+
+
 class CarriedState(tf.Module):
     """The state carried between batches, as `[None, H]` variables.
 
@@ -56,7 +66,20 @@ def checkpoint_step(path):
 
 def list_checkpoints(model_dir):
     """All checkpoints the index of `model_dir` lists, oldest first."""
-    state = tf.train.get_checkpoint_state(model_dir)
+    try:
+        state = tf.train.get_checkpoint_state(model_dir)
+    except Exception as e:  # a damaged index file: text_format.ParseError
+        raise CheckpointError(
+            f"the checkpoint index {model_dir}/checkpoint cannot be parsed "
+            f"({short_error(e)}); delete it to start over, or fix it to "
+            "list the ckpt-N files that are there.") from None
+    if state is None and tf.io.gfile.exists(f"{model_dir}/checkpoint"):
+        # TensorFlow ignores an index it cannot parse; training would then
+        # start over and overwrite the checkpoints it lists.
+        raise CheckpointError(
+            f"the checkpoint index {model_dir}/checkpoint cannot be parsed; "
+            "delete it to start over, or fix it to list the ckpt-N files "
+            "that are there.")
     if state is None:
         return []
     # Relative entries of the index come back joined to `model_dir`.
@@ -65,6 +88,30 @@ def list_checkpoints(model_dir):
 
 def latest_checkpoint(model_dir):
     return tf.train.latest_checkpoint(model_dir)
+
+
+def restore_readable(restore_fn, model_dir, warn):
+    """Restores the newest checkpoint of `model_dir` that can be read.
+
+    A checkpoint whose files are truncated, corrupt or missing is skipped
+    with a warning, and the one before it is used. Returns the path restored
+    (None when there is no checkpoint); raises CheckpointError when none of
+    them can be read. Errors of another kind (a checkpoint of another model)
+    are not caught here.
+    """
+    paths = list_checkpoints(model_dir)
+    for path in reversed(paths):
+        try:
+            restore_fn(path)
+            return path
+        except (tf.errors.OpError, CheckpointError) as e:
+            warn(f"Warning: checkpoint {path} cannot be read "
+                 f"({short_error(e)}); falling back to the one before it.")
+    if paths:
+        raise CheckpointError(
+            f"none of the {len(paths)} checkpoints in {model_dir} can be "
+            "read (see the warnings above).")
+    return None
 
 
 def require_checkpoint(model_dir, checkpoint=None):
@@ -103,6 +150,7 @@ class Checkpoints:
         """Restores every object; an object missing from `path` is an error."""
         status = self.checkpoint.restore(path)
         status.assert_existing_objects_matched()
+        status.expect_partial()  # the save counter is created on saving
         return status
 
 

@@ -51,6 +51,8 @@ class TrainConfig:
     jit_compile: bool = False
     strategy: str = "default"
     cpu_replicas: int = 0
+    deterministic: bool = False
+    skip_nonfinite: bool = False
     seed: int = 0
     log_every: int = 100
     hist_every: int = 500

@@ -151,11 +151,9 @@ def text_task(config, split, model_dir):
     text = read_text(config.text_file)
     vocab_path = os.path.join(model_dir, VOCAB_FILE)
     if os.path.exists(vocab_path):
-        with open(vocab_path) as f:
-            vocab = json.load(f)
+        vocab = _read_json(vocab_path)
     else:
         vocab = sorted(set(text))
-        _write_json(vocab_path, vocab)
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(text) - set(index))
     if unknown:
@@ -204,14 +202,12 @@ def csv_task(config, split, model_dir):
     header, data = read_csv(config.csv_file, config.target_columns)
     norm_path = os.path.join(model_dir, NORM_FILE)
     if os.path.exists(norm_path):
-        with open(norm_path) as f:
-            norm = json.load(f)
+        norm = _read_json(norm_path)
     else:
         train = _holdout(data, "train")
         std = train.std(0)
         norm = {"columns": header, "mean": train.mean(0).tolist(),
                 "std": np.where(std > 0, std, 1.0).tolist()}
-        _write_json(norm_path, norm)
     if norm["columns"] != header:
         raise ValueError(f"--csv_file {config.csv_file!r} has columns "
                          f"{header}, the model was trained on "
@@ -232,6 +228,24 @@ def _holdout(series, split):
     return series[:cut] if split == "train" else series[cut:]
 
 
+def _read_json(path):
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def save_task_files(task, model_dir):
+    """Writes what evaluation needs to read the data as training did: the
+    vocabulary (text) or the normalisation statistics (csv)."""
+    if task.vocab is not None:
+        _write_json(os.path.join(model_dir, VOCAB_FILE), task.vocab)
+    if task.norm is not None:
+        norm = {k: task.norm[k] for k in ("columns", "mean", "std")}
+        _write_json(os.path.join(model_dir, NORM_FILE), norm)
+
+
 def _write_json(path, value):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -240,7 +254,11 @@ def _write_json(path, value):
 
 
 def build_task(config, split="train", model_dir="."):
-    """`(Task, StreamArrays)` for `config` (a DataConfig); split train/eval."""
+    """`(Task, StreamArrays)` for `config` (a DataConfig); split train/eval.
+
+    A vocabulary or normalisation saved in `model_dir` is used when present;
+    nothing is written (see `save_task_files`).
+    """
     if config.task == "sine":
         task, arrays = sine_task(config, split)
     elif config.task == "text":

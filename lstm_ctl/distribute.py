@@ -33,10 +33,28 @@ def configure_cpu_replicas(count):
                 f" this process already has {existing} CPU device(s).") from e
 
 
+_STRATEGIES = {}
+
+
 def make_strategy(name, cpu_replicas=0):
-    """The tf.distribute strategy for `--strategy` (and `--cpu_replicas`)."""
+    """The tf.distribute strategy for `--strategy` (and `--cpu_replicas`).
+
+    One strategy object per kind and process: two MirroredStrategy objects
+    over the same devices reuse collective group and instance keys, and the
+    second one's all-reduces then fail with shape mismatches.
+    """
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got "
+                         f"{name!r}")
+    key = (name, cpu_replicas)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _new_strategy(name, cpu_replicas)
+    return _STRATEGIES[key]
+
+
+def _new_strategy(name, cpu_replicas):
     if name == "mirrored":
         devices = None
         if cpu_replicas:
@@ -44,13 +62,11 @@ def make_strategy(name, cpu_replicas=0):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")
                        ][:cpu_replicas]
         return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker needs TF_CONFIG (the "
-                             "cluster and this worker's task) in the "
-                             "environment of every worker.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("--strategy=multi_worker needs TF_CONFIG (the "
+                         "cluster and this worker's task) in the environment "
+                         "of every worker.")
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def check_batch_size(strategy, batch_size):
@@ -72,6 +88,29 @@ def replica_rows(tensors):
         return t[index * per:(index + 1) * per]
 
     return tf.nest.map_structure(rows, tensors)
+
+
+def apply_if_finite(optimizer, finite, grads, variables):
+    """`optimizer.apply_gradients` only where `finite` (inside strategy.run).
+
+    Under strategies that synchronise through `merge_call` (MirroredStrategy)
+    the condition must be taken in cross-replica context, as Keras's
+    LossScaleOptimizer does; `finite` is the same on every replica.
+    """
+    def apply(grads):
+        optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(grads), lambda: None)
+        return
+
+    def cross_replica(distribution, finite, grads):
+        finite = distribution.experimental_local_results(finite)[0]
+        tf.cond(finite, lambda: distribution.extended.call_for_each_replica(
+            apply, args=(grads,)), lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica,
+                                                   args=(finite, grads))
 
 
 def task():

@@ -51,13 +51,25 @@ class Evaluator:
             batch_spec, state_spec, tf.TensorSpec([], tf.bool)])
 
     def restore(self, path):
+        """Restores the model from `path`; returns the checkpoint's step."""
         try:
             checkpoints.restore_model(self.model, path)
         except (AssertionError, ValueError) as e:
             raise ValueError(
                 f"checkpoint {path} does not match the model described by "
                 f"{config_lib.config_path(self.model_dir)}: {e}") from None
+        except tf.errors.OpError as e:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {path} cannot be read "
+                f"({checkpoints.short_error(e)})") from None
         return checkpoints.checkpoint_step(path)
+
+    def restore_latest(self, warn):
+        """Restores the newest readable checkpoint (older ones stand in for
+        a corrupt newest, with a warning); returns its path."""
+        path = checkpoints.restore_readable(self.restore, self.model_dir,
+                                            warn)
+        return path or checkpoints.require_checkpoint(self.model_dir)
 
     def evaluate(self, state_mode, eval_steps=0):
         """`{"loss", <metric>}` of the current weights in one state mode."""
@@ -76,9 +88,11 @@ class Evaluator:
         return losses.finalize(self.task, totals)
 
     def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
-                            write_summaries=True):
-        """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`."""
-        step = self.restore(path)
+                            write_summaries=True, restore=True):
+        """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
+        (restored first unless `restore=False`)."""
+        step = (self.restore(path) if restore
+                else checkpoints.checkpoint_step(path))
         modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
         rows = []
         for mode in modes:
@@ -102,13 +116,12 @@ class Evaluator:
             w.close()
 
 
-def checkpoints_to_evaluate(model_dir, checkpoint=None, all_checkpoints=False):
-    if all_checkpoints:
-        found = checkpoints.list_checkpoints(model_dir)
-        if not found:
-            checkpoints.require_checkpoint(model_dir)  # raises with advice
-        return found
-    return [checkpoints.require_checkpoint(model_dir, checkpoint)]
+def all_checkpoints(model_dir):
+    """Every checkpoint the index lists, oldest first (an error if none)."""
+    found = checkpoints.list_checkpoints(model_dir)
+    if not found:
+        checkpoints.require_checkpoint(model_dir)  # raises with advice
+    return found
 
 
 def watch(model_dir, timeout, poll_seconds=1.0, seen=()):

@@ -10,27 +10,29 @@ State policy (`state_mode`):
 The Python loop around the step does logging, checkpoints and progress.
 """
 
-import contextlib
 import io
 import os
 import shutil
 import signal
 import sys
-import threading
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from lstm_ctl import checkpoints, config as config_lib, data, distribute
-from lstm_ctl import losses, summaries
+from lstm_ctl import losses, progress, summaries
 from lstm_ctl import state as state_lib
 from lstm_ctl.model import LSTMModel
 from lstm_ctl.state import LSTMState
 
 # Settings that must not change when a run resumes from its checkpoints.
 FIXED_ON_RESUME = ("model", "data", "state_mode", "seed")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss); the message says why and
+    which checkpoint is the last good one."""
 
 
 def build_model(config, task):
@@ -85,14 +87,16 @@ class Trainer:
     def __init__(self, config, out=sys.stdout, strategy=None):
         self.config = config_lib.validate(config)
         self.model_dir = config.model_dir
-        os.makedirs(self.model_dir, exist_ok=True)
         check_resumable(config, self.model_dir)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or distribute.make_strategy(
             config.strategy, config.cpu_replicas)
         distribute.check_batch_size(self.strategy, config.data.batch_size)
         self.chief = distribute.is_chief(self.strategy)
         self.out = out if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
+        # Bad data stops here, before the model dir is touched.
         self.task, self.arrays = data.build_task(config.data, "train",
                                                  self.model_dir)
         self.baseline = data.baseline_loss(self.task, self.arrays)
@@ -102,6 +106,8 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                 name="step")
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                   name="nonfinite_steps")
         self.carried = checkpoints.CarriedState(config.model.num_layers,
                                                 config.model.units)
         # Every worker computes the same global batches; each replica then
@@ -113,7 +119,8 @@ class Trainer:
         self.checkpoints = checkpoints.Checkpoints(
             distribute.worker_dir(self.model_dir, self.strategy),
             config.max_to_keep, model=self.model, optimizer=self.optimizer,
-            step=self.step, state=self.carried, data=self.iterator)
+            step=self.step, nonfinite_steps=self.skipped, state=self.carried,
+            data=self.iterator)
         self.trace_count = 0
         self.train_step = self._make_train_step()
 
@@ -140,19 +147,20 @@ class Trainer:
             replicas = ctx.num_replicas_in_sync
             if replicas > 1:
                 grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
             # Clip the whole batch's gradient, the same on every replica.
             grad_norm = tf.linalg.global_norm(grads)
+            finite = tf.logical_and(tf.math.is_finite(loss),
+                                    tf.math.is_finite(grad_norm))
             if clip_norm > 0:
                 grads, _ = tf.clip_by_global_norm(grads, clip_norm,
                                                   use_norm=grad_norm)
             lr = optimizer.learning_rate  # before this step's update
-            if replicas > 1:
-                # The Keras optimizer sums gradients over replicas again.
-                grads = [g / replicas for g in grads]
-            optimizer.apply_gradients(zip(grads, variables))
-            if replicas > 1:
-                grads = [g * replicas for g in grads]
-            return sums, tf.nest.flatten(final_state), grads, grad_norm, lr
+            # The Keras optimizer sums gradients over replicas again.
+            scaled = [g / replicas for g in grads] if replicas > 1 else grads
+            distribute.apply_if_finite(optimizer, finite, scaled, variables)
+            return (sums, tf.nest.flatten(final_state), grads, grad_norm, lr,
+                    finite)
 
         def step_fn(batch, state, force_reset):
             self.trace_count += 1
@@ -162,14 +170,15 @@ class Trainer:
                 tf.range(tf.shape(reset)[1]), 0))
             batch = dict(batch, reset_mask=tf.logical_or(reset, first[None]))
             global_count = tf.maximum(tf.reduce_sum(batch["weights"]), 1.0)
-            sums, final_state, grads, grad_norm, lr = strategy.run(
+            sums, final_state, grads, grad_norm, lr, finite = strategy.run(
                 replica_fn, args=(batch, state, global_count))
             sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v,
                                        axis=None) for k, v in sums.items()}
             first_replica = strategy.experimental_local_results
             metrics = losses.finalize(task, sums)
             metrics.update(grad_norm=first_replica(grad_norm)[0],
-                           learning_rate=first_replica(lr)[0])
+                           learning_rate=first_replica(lr)[0],
+                           finite=first_replica(finite)[0])
             # Gathered tensor by tensor: strategy.gather on a list or tuple
             # (TF 2.21) returns one replica's rows only.
             final_state = tf.nest.pack_sequence_as(
@@ -184,25 +193,27 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
     def restore(self):
-        """Resumes from the latest checkpoint; returns its path or None.
-
-        Every worker restores the chief's latest checkpoint in model_dir.
-        """
-        latest = checkpoints.latest_checkpoint(self.model_dir)
-        if latest:
-            self.checkpoints.restore(latest)
-        return latest
+        """Resumes from the newest readable checkpoint in model_dir (every
+        worker reads the chief's); returns its path or None."""
+        return checkpoints.restore_readable(
+            self.checkpoints.restore, self.model_dir, self._warn)
 
     def _print(self, line):
         print(line, file=self.out, flush=True)
+
+    def _warn(self, line):
+        if self.chief:
+            print(line, file=sys.stderr, flush=True)
 
     def run(self):
         """Trains to `train_steps`; returns a summary dict of the run."""
         config = self.config
         resumed = self.restore()
         own_dir = distribute.worker_dir(self.model_dir, self.strategy)
+        os.makedirs(own_dir, exist_ok=True)
         if self.chief:
             config_lib.save(config, self.model_dir)
+            data.save_task_files(self.task, self.model_dir)
         writer = summaries.Writer(os.path.join(own_dir, "train"))
         start = int(self.step.numpy())
         if resumed:
@@ -212,35 +223,16 @@ class Trainer:
         self._print(f"Checkpoints: {os.path.abspath(self.model_dir)}  |  "
                     f"TensorBoard: tensorboard --logdir "
                     f"{os.path.abspath(self.model_dir)}")
-        state = self.carried.read()
-        if state is None:
-            state = self.model.initial_state(config.data.batch_size)
-        losses_seen, window, window_start = [], [], time.perf_counter()
-        t0 = time.perf_counter()
-        step, interrupted = start, None
-        with _stop_on_signals() as stop:
-            while step < config.train_steps and not stop:
-                force = (bool(config.reset_every)
-                         and step % config.reset_every == 0)
-                batch = next(self.iterator)
-                metrics, state, grads = self.train_step(batch, state,
-                                                        tf.constant(force))
-                step += 1
-                self.step.assign(step)
-                losses_seen.append(float(metrics["loss"]))
-                window.append({k: float(v) for k, v in metrics.items()})
-                if step % config.log_every == 0 or step == config.train_steps:
-                    window_start = self._log(writer, step, window,
-                                             window_start, t0, start)
-                    window = []
-                if step % config.hist_every == 0:
-                    writer.histograms(step, self.model, grads, state)
-                if step % config.checkpoint_every == 0:
-                    self._save(state, step)
-            interrupted = stop[0] if stop else None
+        log = progress.Progress(self._print, writer, config.train_steps,
+                                start, config.data.batch_size,
+                                self.task.metric)
+        try:
+            step, state, losses_seen, interrupted = self._loop(start, log,
+                                                               writer)
+        finally:
+            writer.close()
         if checkpoints.checkpoint_step(self.checkpoints.latest or "") != step:
             self._save(state, step)
-        writer.close()
         if not self.chief:
             shutil.rmtree(own_dir, ignore_errors=True)
         if interrupted is not None:
@@ -248,90 +240,91 @@ class Trainer:
             self._print(f"Stopped by {name} at step {step}: saved "
                         f"{self.checkpoints.latest}. Run the same command "
                         "again to resume from it.")
-        result = self._finish(step, start, losses_seen, t0, interrupted)
+        result = self._finish(step, start, losses_seen, log.seconds,
+                              interrupted)
         result["interrupted"] = interrupted
         return result
 
+    def _loop(self, start, log, writer):
+        config = self.config
+        batch_size = config.data.batch_size
+        state = self.carried.read()
+        if state is None:
+            state = self.model.initial_state(batch_size)
+        losses_seen, step = [], start
+        with progress.stop_on_signals() as stop:
+            while step < config.train_steps and not stop:
+                force = (bool(config.reset_every)
+                         and step % config.reset_every == 0)
+                metrics, new_state, grads = self.train_step(
+                    next(self.iterator), state, tf.constant(force))
+                step += 1
+                self.step.assign(step)
+                finite = bool(metrics.pop("finite"))
+                losses_seen.append(float(metrics["loss"]))
+                if finite:
+                    state = new_state
+                else:
+                    if not config.skip_nonfinite:
+                        raise TrainingError(self._nonfinite_message(
+                            step, losses_seen[-1]))
+                    # Skipped: no update, and the state restarts.
+                    self.skipped.assign_add(1)
+                    state = self.model.initial_state(batch_size)
+                log.add(metrics)
+                if step % config.log_every == 0 or step == config.train_steps:
+                    log.flush(step, {"nonfinite_steps": int(self.skipped)})
+                if step % config.hist_every == 0 and finite:
+                    writer.histograms(step, self.model, grads, state)
+                if step % config.checkpoint_every == 0:
+                    self._save(state, step)
+            interrupted = stop[0] if stop else None
+        return step, state, losses_seen, interrupted
+
+    def _nonfinite_message(self, step, loss):
+        latest = checkpoints.latest_checkpoint(self.model_dir)
+        return (f"non-finite loss ({loss}) at step {step}: its update was not "
+                f"applied and training stopped. Last good checkpoint: "
+                f"{latest or 'none yet'} (no checkpoint of step {step} was "
+                "written; running the same command resumes from it). Lower "
+                "--learning_rate or --clip_norm, check the data, or pass "
+                "--skip_nonfinite to skip such steps.")
+
     def _save(self, state, step):
+        bad = [v.path for v in self.model.weights
+               if "float" in str(v.dtype)
+               and not np.isfinite(np.asarray(v)).all()]
+        if bad:
+            raise TrainingError(
+                f"refusing to save non-finite weights ({', '.join(bad)}) at "
+                f"step {step}; last good checkpoint: "
+                f"{checkpoints.latest_checkpoint(self.model_dir)}.")
         self.carried.assign(state)
         return self.checkpoints.save(step)
 
-    def _log(self, writer, step, window, window_start, t0, start):
-        now = time.perf_counter()
-        steps_per_sec = len(window) / max(now - window_start, 1e-9)
-        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-        mean["steps_per_sec"] = steps_per_sec
-        mean["examples_per_sec"] = steps_per_sec * self.config.data.batch_size
-        writer.scalars(step, mean)
-        writer.flush()
-        left = (self.config.train_steps - step) / max(
-            (step - start) / max(now - t0, 1e-9), 1e-9)
-        metric = self.task.metric
-        self._print(
-            f"step {step}/{self.config.train_steps}  loss {mean['loss']:.5f}"
-            f"  {metric} {mean[metric]:.4f}  |  {steps_per_sec:.1f} steps/s"
-            f"  {mean['examples_per_sec']:.0f} ex/s  |  "
-            f"left {_clock(left)}")
-        return now
-
-    def _finish(self, step, start, losses_seen, t0, interrupted=None):
-        tail = losses_seen[-max(1, min(len(losses_seen),
-                                       self.config.log_every)):]
-        final = float(np.mean(tail)) if losses_seen else float("nan")
+    def _finish(self, step, start, losses_seen, seconds, interrupted=None):
+        tail = [x for x in losses_seen[-max(1, self.config.log_every):]
+                if np.isfinite(x)]
+        final = float(np.mean(tail)) if tail else float("nan")
         result = {"step": step, "steps_run": step - start,
                   "final_loss": final, "baseline_loss": self.baseline,
                   "baseline": self.task.baseline_name,
-                  "losses": losses_seen,
-                  "seconds": time.perf_counter() - t0,
+                  "losses": losses_seen, "seconds": seconds,
+                  "nonfinite_steps": int(self.skipped),
                   "checkpoint": self.checkpoints.latest}
         if losses_seen:
             self._print(
                 f"{'Stopped' if interrupted else 'Done'}: step {step}, "
-                f"final train loss {final:.5f} (mean of "
-                f"the last {len(tail)} steps) vs naive "
-                f"{self.task.baseline_name} baseline {self.baseline:.5f} "
-                f"({self.baseline / max(final, 1e-12):.1f}x lower) in "
-                f"{result['seconds']:.0f} s.")
+                f"final train loss {final:.5f} (mean of the last {len(tail)} "
+                f"steps) vs naive {self.task.baseline_name} baseline "
+                f"{self.baseline:.5f} ({self.baseline / max(final, 1e-12):.1f}x"
+                f" lower) in {seconds:.0f} s.")
         else:
             self._print(f"Nothing to do: {self.model_dir} is already trained "
                         f"to step {step} (--train_steps="
                         f"{self.config.train_steps}).")
         self._print(f"Checkpoint: {self.checkpoints.latest}")
         return result
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Yields a list that receives SIGINT/SIGTERM instead of dying at once.
-
-    The loop finishes its step, saves a checkpoint and returns. A second
-    signal stops at once (the last complete checkpoint stays intact).
-    """
-    received = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    signums = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in signums}
-
-    def handler(signum, frame):
-        if received:
-            signal.signal(signum, previous[signum] or signal.SIG_DFL)
-            raise KeyboardInterrupt
-        received.append(signum)
-
-    for s in signums:
-        signal.signal(s, handler)
-    try:
-        yield received
-    finally:
-        for s in signums:
-            signal.signal(s, previous[s])
-
-
-def _clock(seconds):
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def train(config, out=sys.stdout):

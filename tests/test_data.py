@@ -1,5 +1,7 @@
 """Tasks and stream batching."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,11 @@ def test_text_task_vocab_and_unigram_baseline(tmp_path):
                         text_file=str(path))
     task, arrays = data.build_task(config, "train", str(tmp_path))
     assert task.vocab == ["a", "b", "c"]
+    data.save_task_files(task, str(tmp_path))
     assert (tmp_path / data.VOCAB_FILE).exists()
+    # The saved vocabulary is used again (for evaluation) as it is.
+    (tmp_path / data.VOCAB_FILE).write_text('["a", "b", "c", "z"]')
+    assert data.build_task(config, "eval", str(tmp_path))[0].vocab[-1] == "z"
     # Frequencies 2/5, 2/5, 1/5 (+1 smoothing): the unigram cross-entropy.
     baseline = data.baseline_loss(task, arrays)
     p = np.array([2, 2, 1]) / 5
@@ -105,7 +111,10 @@ def test_csv_task_normalises_and_forecasts_target_columns(tmp_path):
     # Target (c, a) at t is the input's (c, a) at t+1.
     np.testing.assert_array_equal(arrays.targets[0, :-1],
                                   arrays.inputs[0, 1:][:, [2, 0]])
-    assert (tmp_path / data.NORM_FILE).exists()
+    data.save_task_files(task, str(tmp_path))
+    saved = json.loads((tmp_path / data.NORM_FILE).read_text())
+    assert saved["columns"] == ["a", "b", "c"]
+    np.testing.assert_allclose(saved["mean"], task.norm["mean"])
 
 
 @pytest.mark.parametrize("content, message", [
@@ -141,4 +150,22 @@ def test_text_errors(tmp_path):
                         text_file=str(short))
     with pytest.raises(ValueError, match=r"fewer than one chunk of "
                                          r"--seq_len=50"):
+        data.build_task(config, "train", str(tmp_path))
+
+
+@pytest.mark.parametrize("task, make, message", [
+    ("text", None, r"--text_file '.*missing.txt' does not exist"),
+    ("text", b"", r"--text_file '.*' is empty"),
+    ("csv", None, r"--csv_file '.*missing.csv' does not exist"),
+    ("csv", b"a,b\n1,2\n3\n", r"line 3 has 1 cells, the header has 2"),
+])
+def test_missing_empty_and_ragged_files(tmp_path, task, make, message):
+    path = tmp_path / f"missing.{'txt' if task == 'text' else 'csv'}"
+    if make is not None:
+        path = tmp_path / f"given.{task}"
+        path.write_bytes(make)
+    kwargs = ({"text_file": str(path)} if task == "text" else
+              {"csv_file": str(path), "target_columns": ("b",)})
+    config = DataConfig(task=task, seq_len=2, batch_size=1, **kwargs)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         data.build_task(config, "train", str(tmp_path))

@@ -103,12 +103,12 @@ def test_errors_for_a_dir_without_config_or_checkpoints(tmp_path):
                                 data=DataConfig(batch_size=2)), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*train "
                                                 "first"):
-        evaluation.checkpoints_to_evaluate(str(tmp_path))
+        checkpoints.require_checkpoint(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        evaluation.checkpoints_to_evaluate(str(tmp_path), all_checkpoints=True)
+        evaluation.all_checkpoints(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="checkpoint '/no/ckpt-1' not "
                                                 "found"):
-        evaluation.checkpoints_to_evaluate(str(tmp_path), "/no/ckpt-1")
+        checkpoints.require_checkpoint(str(tmp_path), "/no/ckpt-1")
     result = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"),
          f"--model_dir={tmp_path / 'missing'}"], cwd=ROOT,
@@ -165,7 +165,7 @@ def test_relative_model_dir(tmp_path, monkeypatch):
                          data=DataConfig(seq_len=5, batch_size=2),
                          train_steps=2, checkpoint_every=1, log_every=1)
     trainer.train(config, out=io.StringIO())
-    paths = evaluation.checkpoints_to_evaluate("runs/rel", all_checkpoints=True)
+    paths = evaluation.all_checkpoints("runs/rel")
     assert paths == ["runs/rel/ckpt-1", "runs/rel/ckpt-2"]
     ev = evaluation.Evaluator("runs/rel")
     rows = [ev.evaluate_checkpoint(p, "carry", eval_steps=2,

@@ -1,0 +1,115 @@
+"""Fault injection: training processes killed with SIGKILL at random steps,
+and stopped with SIGTERM, resume and end bit-identical to an uninterrupted
+run; the losses after the last resume are the uninterrupted run's exactly."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 30
+ARGS = ["--units=16", "--num_layers=2", "--seq_len=10", "--batch_size=4",
+        "--dropout=0.1", f"--train_steps={STEPS}", "--log_every=1",
+        "--hist_every=1000", "--checkpoint_every=4", "--deterministic"]
+
+
+def command(model_dir):
+    return [sys.executable, str(ROOT / "train.py"), f"--model_dir={model_dir}",
+            *ARGS]
+
+
+def env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def run_until(model_dir, step, signum):
+    """Starts a run and sends `signum` once it reports `step` (or later)."""
+    proc = subprocess.Popen(command(model_dir), cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step ") and int(line.split()[1].split("/")[0]) \
+                >= step:
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, "".join(lines) + out, err
+
+
+def resumed_step(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("Resuming from"):
+            return int(line.split("(step ")[1].rstrip(").\n"))
+    return 0
+
+
+def variables(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if name.startswith(("model/", "optimizer/", "state/", "step/"))}
+
+
+def losses(model_dir):
+    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    # A resumed run logs the steps after its checkpoint again: keep the last.
+    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+            for e in acc.Tensors("loss")}
+
+
+def test_sigkill_and_sigterm_at_random_steps_resume_bit_identical(tmp_path):
+    reference = subprocess.run(command(tmp_path / "reference"), cwd=ROOT,
+                               env=env(), capture_output=True, text=True,
+                               timeout=240)
+    assert reference.returncode == 0, reference.stderr
+    assert f"Done: step {STEPS}" in reference.stdout
+    assert "baseline" in reference.stdout and "TensorBoard:" in \
+        reference.stdout
+    config = json.loads((tmp_path / "reference" / "config.json").read_text())
+    assert config["model"]["units"] == 16 and config["deterministic"]
+
+    faulty = tmp_path / "faulty"
+    rng = np.random.default_rng(2026)
+    kill_at = sorted(rng.choice(np.arange(3, 20), size=2, replace=False))
+    previous = 0
+    for step in kill_at:
+        code, out, err = run_until(faulty, step, signal.SIGKILL)
+        assert code == -signal.SIGKILL, err[-2000:]
+        start = resumed_step(out)
+        assert start >= previous and start % 4 == 0
+        previous = start
+
+    # SIGTERM: a checkpoint of the current step, a message, exit code 143.
+    code, out, err = run_until(faulty, 23, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    stopped = int(out.split("Stopped by SIGTERM at step ")[1].split(":")[0])
+    assert stopped >= 23 and (faulty / f"ckpt-{stopped}.index").exists()
+    assert "Run the same command again to resume from it." in out
+
+    final = subprocess.run(command(faulty), cwd=ROOT, env=env(),
+                           capture_output=True, text=True, timeout=240)
+    assert final.returncode == 0, final.stderr
+    assert f"Resuming from {faulty}/ckpt-{stopped} (step {stopped})" in \
+        final.stdout
+
+    want = variables(tmp_path / "reference" / f"ckpt-{STEPS}")
+    got = variables(faulty / f"ckpt-{STEPS}")
+    assert want.keys() == got.keys() and len(want) > 20
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    expected, seen = losses(tmp_path / "reference"), losses(faulty)
+    assert sorted(seen) == list(range(1, STEPS + 1))
+    assert seen == expected    # bit for bit, every step

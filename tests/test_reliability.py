@@ -1,0 +1,141 @@
+"""Reliability: non-finite losses, corrupt checkpoints, bad data, and no
+pickle in any loading path. (Kill -9 and SIGTERM: test_faults.py.)"""
+
+import io
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+from lstm_ctl import checkpoints, evaluation, trainer
+from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def config(tmp_path, name="run", **kwargs):
+    values = dict(model_dir=str(tmp_path / name), model=ModelConfig(units=8),
+                  data=DataConfig(seq_len=5, batch_size=2), train_steps=6,
+                  log_every=1, hist_every=1, checkpoint_every=2,
+                  lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+class NaNAt:
+    """Fault injection: the batch of step `step` gets a NaN input."""
+
+    def __init__(self, iterator, step):
+        self.iterator, self.step, self.count = iterator, step, 0
+
+    def __next__(self):
+        batch = next(self.iterator)
+        self.count += 1
+        if self.count == self.step:
+            inputs = batch["inputs"].numpy()
+            inputs[0, 1, 0] = np.nan
+            batch = dict(batch, inputs=tf.constant(inputs))
+        return batch
+
+
+def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
+    t = trainer.Trainer(config(tmp_path), out=io.StringIO())
+    t.iterator = NaNAt(t.iterator, step=3)
+    with pytest.raises(trainer.TrainingError,
+                       match=r"non-finite loss \(nan\) at step 3: its update "
+                             r"was not applied and training stopped. Last "
+                             r"good checkpoint: .*ckpt-2 \(no checkpoint of "
+                             r"step 3 was written"):
+        t.run()
+    assert checkpoints.checkpoint_step(
+        checkpoints.latest_checkpoint(t.model_dir)) == 2
+    for w in t.model.weights:
+        assert np.isfinite(np.asarray(w)).all()
+
+
+def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path):
+    cfg = config(tmp_path, skip_nonfinite=True)
+    reference = trainer.Trainer(config(tmp_path, "ref"), out=io.StringIO())
+    t = trainer.Trainer(cfg, out=io.StringIO())
+    t.iterator = NaNAt(t.iterator, step=3)
+    expected = reference.run()["losses"]
+    result = t.run()
+    losses = result["losses"]
+    assert np.isnan(losses[2]) and np.isfinite(np.delete(losses, 2)).all()
+    np.testing.assert_array_equal(losses[:2], expected[:2])
+    assert result["nonfinite_steps"] == 1 and int(t.skipped) == 1
+    for w in t.model.weights:
+        assert np.isfinite(np.asarray(w)).all()
+    acc = EventAccumulator(str(tmp_path / "run" / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    counts = {e.step: int(tensor_util.make_ndarray(e.tensor_proto))
+              for e in acc.Tensors("nonfinite_steps")}
+    assert counts[2] == 0 and counts[3] == 1 and counts[6] == 1
+    # The count survives a resume.
+    resumed = trainer.Trainer(config(tmp_path, skip_nonfinite=True,
+                                     train_steps=8), out=io.StringIO())
+    assert resumed.run()["nonfinite_steps"] == 1
+
+
+def test_skipped_step_under_two_replicas(tmp_path):
+    cfg = config(tmp_path, skip_nonfinite=True, strategy="mirrored",
+                 cpu_replicas=2, train_steps=4)
+    t = trainer.Trainer(cfg, out=io.StringIO())
+    t.iterator = NaNAt(t.iterator, step=2)
+    result = t.run()
+    assert result["nonfinite_steps"] == 1
+    assert np.isfinite(np.delete(result["losses"], 1)).all()
+
+
+def corrupt(path):
+    data = pathlib.Path(str(path) + ".data-00000-of-00001")
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 3:len(raw) // 3 + 64] = b"\xff" * 64
+    data.write_bytes(bytes(raw))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path,
+                                                              capsys):
+    cfg = config(tmp_path, train_steps=4)
+    trainer.train(cfg, out=io.StringIO())
+    latest = checkpoints.latest_checkpoint(cfg.model_dir)
+    assert latest.endswith("ckpt-4")
+    corrupt(latest)
+    t = trainer.Trainer(cfg, out=io.StringIO())
+    assert t.restore().endswith("ckpt-2") and int(t.step) == 2
+    warning = capsys.readouterr().err
+    assert f"Warning: checkpoint {latest} cannot be read" in warning
+    assert "falling back to the one before it" in warning
+    ev = evaluation.Evaluator(cfg.model_dir)
+    assert ev.restore_latest(lambda line: None).endswith("ckpt-2")
+    with pytest.raises(checkpoints.CheckpointError, match="cannot be read"):
+        ev.restore(latest)
+    # Resuming re-trains steps 3-4 and writes a good ckpt-4 again.
+    assert t.run()["steps_run"] == 2
+    trainer.Trainer(cfg, out=io.StringIO()).restore()  # reads cleanly now
+
+
+def test_every_checkpoint_corrupt_is_a_clear_error(tmp_path):
+    cfg = config(tmp_path, train_steps=4)
+    trainer.train(cfg, out=io.StringIO())
+    for path in checkpoints.list_checkpoints(cfg.model_dir):
+        corrupt(path)
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"none of the 2 checkpoints in .* can be read"):
+        trainer.Trainer(cfg, out=io.StringIO()).restore()
+    (tmp_path / "run" / "checkpoint").write_text("model_checkpoint_path: [")
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"checkpoint index .* cannot be parsed"):
+        checkpoints.list_checkpoints(cfg.model_dir)
+
+
+def test_no_pickle_in_any_loading_path():
+    for path in (ROOT / "lstm_ctl").glob("*.py"):
+        source = path.read_text()
+        assert "pickle" not in source, path
+        assert "allow_pickle" not in source, path
