@@ -42,7 +42,7 @@ class TrainConfig:
     model_dir: str = "runs/default"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
-    train_steps: int = 2000
+    train_steps: int = 4000
     learning_rate: float = 3e-3
     lr_schedule: str = "cosine"
     clip_norm: float = 1.0
@@ -57,7 +57,7 @@ class TrainConfig:
     log_every: int = 100
     hist_every: int = 500
     checkpoint_every: int = 500
-    max_to_keep: int = 5
+    max_to_keep: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
