@@ -99,13 +99,15 @@ def _shifted(first, seq):
     return tf.concat([first[None], seq[:-1]], 0)
 
 
-def _backward_factors(acts, c_new, c_prev):
+def _backward_factors(acts, c_new, c_prev, c0):
     """The chain rule's factors that do not depend on the recurrence.
 
     Computed for all timesteps at once: `d_cn_from_h [T, B, H]` (dc from
     dh), `d_z_factor [T, B, 4H]` (d_z = [dc, dc, dc, dh] * d_z_factor) and
-    the forget gate `f [T, B, H]`.
+    the forget gate `f [T, B, H]`. `c_prev=None`: the previous step's c.
     """
+    if c_prev is None:
+        c_prev = _shifted(c0, c_new)
     i, f, g, o = tf.split(acts, 4, axis=2)
     tanh_c = tf.tanh(c_new)
     d_cn_from_h = o * (1.0 - tanh_c * tanh_c)
@@ -154,11 +156,14 @@ def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, f,
     return d_z.stack(), d_h0, d_c0, d_init_h, d_init_c
 
 
-def _backward_weights(d_z, x, h_prev, kernel, rdp):
+def _backward_weights(d_z, x, h_prev, h0, out, kernel, rdp):
     """Gradients of the kernels, bias and inputs over all `T * B` rows.
 
     `[x, h_prev]^T @ d_z` is one matmul for both kernels.
+    `h_prev=None`: the previous step's outputs.
     """
+    if h_prev is None:
+        h_prev = _shifted(h0, out)
     units = tf.shape(h_prev)[2]
     x_shape = tf.shape(x)
     d_z = tf.reshape(d_z, [-1, 4 * units])  # [T*B, 4H]
@@ -194,15 +199,12 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
               acts, c_new, h_prev, c_prev, reset, mask, rdp):
     """All gradients of one layer: `(d_x, d_kernel, d_recurrent_kernel,
     d_bias, d_h0, d_c0, d_init_h, d_init_c)`."""
-    # Without resets or padding, the states before each step are the
-    # previous step's: they were not stored twice.
-    if c_prev is None:
-        c_prev = _shifted(c0, c_new)
-        h_prev = _shifted(h0, out)
-    factors = _factors_compiled(acts, c_new, c_prev)
+    # Without resets or padding (h_prev, c_prev None), the states before
+    # each step are the previous step's: they were not stored twice.
+    factors = _factors_compiled(acts, c_new, c_prev, c0)
     d_z, d_h0, d_c0, d_init_h, d_init_c = _loop_compiled(
         d_out, d_h, d_c, *factors, recurrent_kernel, reset, mask, rdp)
-    weights = _weights_compiled(d_z, x, h_prev, kernel, rdp)
+    weights = _weights_compiled(d_z, x, h_prev, h0, out, kernel, rdp)
     return (*weights, d_h0, d_c0, d_init_h, d_init_c)
 
 

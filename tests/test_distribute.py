@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 from tensorboard.util import tensor_util
 
-from lstm_ctl import LSTMModel, distribute, trainer
+from lstm_ctl import LSTMModel, distribute, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,6 +53,11 @@ def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
     s1, s2 = one.carried.read(), two.carried.read()
     assert s2[1].h.shape == (8, 16)
     np.testing.assert_allclose(s2[1].c, s1[1].c, atol=ATOL)
+    # evaluate.py reads the two-replica checkpoint like any other.
+    rows = [evaluation.Evaluator(t.model_dir).evaluate_checkpoint(
+        t.checkpoints.latest, "carry", eval_steps=3, write_summaries=False)[0]
+        for t in (one, two)]
+    assert rows[1]["loss"] == pytest.approx(rows[0]["loss"], abs=ATOL)
 
 
 def test_checkpoint_of_two_replicas_resumes_on_one_device_and_on_two(
