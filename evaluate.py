@@ -93,7 +93,7 @@ def run():
         with open(FLAGS.output_json, "w") as f:
             json.dump(rows, f, indent=2)
         print(f"Wrote {FLAGS.output_json}")
-    if FLAGS.sample:
+    if FLAGS.sample and rows:
         text = evaluation.sample_text(evaluator.model, evaluator.task,
                                     FLAGS.prime, FLAGS.sample,
                                     FLAGS.temperature,
