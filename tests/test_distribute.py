@@ -1,6 +1,5 @@
 """Training on tf.distribute: replicas give the single-device numbers."""
 
-import dataclasses
 import io
 import json
 import os

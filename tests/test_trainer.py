@@ -11,7 +11,6 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from lstm_ctl import checkpoints, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from lstm_ctl.state import LSTMState
 
 ATOL = 1e-5
 
