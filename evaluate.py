@@ -12,6 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from lstm_ctl import config as config_lib  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A model dir written by train.py.")
 flags.DEFINE_string("checkpoint", None,
@@ -22,7 +24,7 @@ flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint as it "
                   "appears, until --watch_timeout seconds pass without one.")
 flags.DEFINE_float("watch_timeout", 600.0, "Seconds to wait for a new "
                    "checkpoint in --watch mode.", lower_bound=0.0)
-flags.DEFINE_enum("state_mode", "both", ["carry", "reset", "both"],
+flags.DEFINE_enum("state_mode", "both", config_lib.EVAL_MODES,
                   "carry: the state flows over the whole eval stream; "
                   "reset: it restarts at every chunk; both: side by side.")
 flags.DEFINE_integer("eval_steps", 0, "Chunks of the eval stream to use "

@@ -12,7 +12,6 @@ import re
 
 import tensorflow as tf
 
-from lstm_ctl.state import LSTMState
 
 CHECKPOINT_NAME = "ckpt"
 
@@ -25,37 +24,6 @@ def short_error(e):
     """The first line of a TensorFlow error, without its op context."""
     message = getattr(e, "message", None) or str(e)
     return message.strip().splitlines()[0][:300]
-
-
-class CarriedState(tf.Module):
-    """The state carried between batches, as `[None, H]` variables.
-
-    Batch size 0 means nothing is carried yet.
-    """
-
-    def __init__(self, num_layers, units, dtype=tf.float32):
-        super().__init__(name="carried_state")
-        with tf.init_scope():
-            self.h = [tf.Variable(tf.zeros([0, units], dtype),
-                                  shape=tf.TensorShape([None, units]),
-                                  trainable=False, name=f"h_{i}")
-                      for i in range(num_layers)]
-            self.c = [tf.Variable(tf.zeros([0, units], dtype),
-                                  shape=tf.TensorShape([None, units]),
-                                  trainable=False, name=f"c_{i}")
-                      for i in range(num_layers)]
-
-    def assign(self, state):
-        for h, c, s in zip(self.h, self.c, state):
-            h.assign(s.h)
-            c.assign(s.c)
-
-    def read(self):
-        """The carried state, or None when nothing is carried."""
-        if int(tf.shape(self.h[0])[0]) == 0:
-            return None
-        return tuple(LSTMState(tf.identity(h), tf.identity(c))
-                     for h, c in zip(self.h, self.c))
 
 
 def checkpoint_step(path):

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-INITIAL_STATE_MODES = ("zeros", "learned")
+from lstm_ctl.config import INITIAL_STATE_MODES
+
 IMPLEMENTATIONS = ("fused", "loop", "cell")
 
 

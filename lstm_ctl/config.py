@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 TASKS = ("sine", "text", "csv")
 STATE_MODES = ("carry", "reset")
+EVAL_MODES = ("carry", "reset", "both")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -58,16 +59,6 @@ class TrainConfig:
     hist_every: int = 500
     checkpoint_every: int = 500
     max_to_keep: int = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    model_dir: str
-    checkpoint: Optional[str] = None
-    all_checkpoints: bool = False
-    state_mode: str = "both"
-    eval_steps: int = 0
-    output_json: Optional[str] = None
 
 
 def validate(config: TrainConfig):

@@ -299,6 +299,11 @@ def _features(task):
     return lambda x: x
 
 
+def _constants(arrays):
+    return {k: tf.constant(getattr(arrays, k))
+            for k in ("inputs", "targets", "resets", "weights")}
+
+
 def stream_dataset(task, arrays, seq_len, repeat=True):
     """Carry-mode batches: batch k is every lane's chunk k, `[B, T, ...]`.
 
@@ -306,8 +311,7 @@ def stream_dataset(task, arrays, seq_len, repeat=True):
     repeat also resets the state.
     """
     chunks = arrays.steps // seq_len
-    tensors = {k: tf.constant(getattr(arrays, k))
-               for k in ("inputs", "targets", "resets", "weights")}
+    tensors = _constants(arrays)
     features = _features(task)
 
     def chunk(k):
@@ -328,8 +332,7 @@ def shuffled_dataset(task, arrays, seq_len, seed):
     """Reset-mode batches: chunks from any lane and place, shuffled."""
     chunks = arrays.steps // seq_len
     lanes = arrays.lanes
-    tensors = {k: tf.constant(getattr(arrays, k))
-               for k in ("inputs", "targets", "resets", "weights")}
+    tensors = _constants(arrays)
     features = _features(task)
     first = tf.one_hot(0, seq_len, on_value=True, off_value=False)
 

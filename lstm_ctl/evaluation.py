@@ -13,9 +13,8 @@ import tensorflow as tf
 
 from lstm_ctl import checkpoints, config as config_lib, data, losses
 from lstm_ctl import summaries
+from lstm_ctl import state as state_lib
 from lstm_ctl.trainer import batch_signature, build_model
-
-EVAL_MODES = ("carry", "reset", "both")
 
 
 class Evaluator:
@@ -27,6 +26,10 @@ class Evaluator:
         self.task, self.arrays = data.build_task(self.config.data, "eval",
                                                  model_dir)
         self.model = build_model(self.config, self.task)
+        # Built once: every checkpoint and state mode reads the same chunks.
+        self.dataset = data.stream_dataset(self.task, self.arrays,
+                                           self.config.data.seq_len,
+                                           repeat=False)
         self.trace_count = 0
         self.eval_step = self._make_eval_step()
         self._writers = {}
@@ -37,10 +40,8 @@ class Evaluator:
 
         def step_fn(batch, state, force_reset):
             self.trace_count += 1
-            reset = batch["reset_mask"]
-            first = tf.logical_and(force_reset, tf.equal(
-                tf.range(tf.shape(reset)[1]), 0))
-            reset = tf.logical_or(reset, first[None, :])
+            reset = state_lib.reset_first_step(batch["reset_mask"],
+                                               force_reset)
             outputs, final_state = model(batch["inputs"], initial_state=state,
                                          reset_mask=reset, training=False)
             sums = losses.batch_sums(task, outputs, batch["targets"],
@@ -73,11 +74,8 @@ class Evaluator:
 
     def evaluate(self, state_mode, eval_steps=0):
         """`{"loss", <metric>}` of the current weights in one state mode."""
-        seq_len = self.config.data.seq_len
-        dataset = data.stream_dataset(self.task, self.arrays, seq_len,
-                                      repeat=False)
-        if eval_steps:
-            dataset = dataset.take(eval_steps)
+        dataset = self.dataset.take(eval_steps) if eval_steps else \
+            self.dataset
         state = self.model.initial_state(self.arrays.lanes)
         force = tf.constant(state_mode == "reset")
         totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}

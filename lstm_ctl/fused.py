@@ -226,9 +226,11 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
         ih, ic = init_args if has_init else (None, None)
         # The tape must not record the compiled loop itself (its gradient is
         # `grad` below), or TensorFlow would try to differentiate through it.
-        args = tuple(None if a is None else tf.stop_gradient(a) for a in (
-            x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic, mask,
-            rdp))
+        x, kernel, recurrent_kernel, bias, h0, c0, ih, ic = (
+            None if a is None else tf.stop_gradient(a)
+            for a in (x, kernel, recurrent_kernel, bias, h0, c0, ih, ic))
+        args = (x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic,
+                mask, rdp)
         if training:
             out, h, c, *saved = _forward_saving(*args)
         else:
@@ -244,9 +246,9 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
             d_c = tf.zeros_like(c) if d_c is None else d_c
             acts, c_new, *prev = saved
             h_prev, c_prev = prev if prev else (None, None)
-            grads = _backward(d_out, d_h, d_c, *args[:3], *args[4:6], out,
-                              acts, c_new, h_prev, c_prev, *args[6:7],
-                              *args[9:11])
+            grads = _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel,
+                              h0, c0, out, acts, c_new, h_prev, c_prev, reset,
+                              mask, rdp)
             d_x, d_k, d_rk, d_b, d_h0, d_c0, d_ih, d_ic = grads
             return [d_x, d_k, d_rk, d_b, d_h0, d_c0] + (
                 [d_ih, d_ic] if has_init else [])

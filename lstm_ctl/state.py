@@ -44,6 +44,54 @@ def select_state(mask, if_true, if_false):
         for t, f in zip(if_true, if_false))
 
 
+def reset_first_step(reset_mask, force):
+    """`reset_mask [B, T]` with every example's step 0 set where `force`.
+
+    A forced reset restarts the whole carried state at the start of a batch
+    (`--reset_every` in training, the reset mode of evaluation).
+    """
+    first = tf.logical_and(force, tf.equal(tf.range(tf.shape(reset_mask)[1]),
+                                           0))  # [T]
+    return tf.logical_or(reset_mask, first[None, :])
+
+
+class StateVariables(tf.Module):
+    """A state kept across calls in `[None, H]` variables, one h and c per
+    layer, so that its batch size can change; batch size 0 means that
+    nothing is kept yet. Checkpointed with whatever holds it; not model
+    weights. Used for a stateful model's kept state and the trainer's
+    carried state."""
+
+    def __init__(self, num_layers, units, dtype=tf.float32, name=None):
+        super().__init__(name=name)
+        with tf.init_scope():
+            def make(part, i):
+                return tf.Variable(tf.zeros([0, units], dtype),
+                                   shape=tf.TensorShape([None, units]),
+                                   trainable=False, name=f"{part}_{i}")
+            self.h = [make("h", i) for i in range(num_layers)]
+            self.c = [make("c", i) for i in range(num_layers)]
+
+    def assign(self, state):
+        for h, c, s in zip(self.h, self.c, state):
+            h.assign(s.h)
+            c.assign(s.c)
+
+    def value(self):
+        """The kept values (batch size 0 when nothing is kept)."""
+        return tuple(LSTMState(h.read_value(), c.read_value())
+                     for h, c in zip(self.h, self.c))
+
+    def batch_size(self):
+        return tf.shape(self.h[0])[0]
+
+    def read(self):
+        """The kept state, or None when nothing is kept (eagerly)."""
+        if int(self.batch_size()) == 0:
+            return None
+        return self.value()
+
+
 def stop_gradient(state):
     """The state with gradients stopped (truncated backprop through time)."""
     return tuple(LSTMState(tf.stop_gradient(s.h), tf.stop_gradient(s.c))

@@ -1,9 +1,8 @@
 """Stateful mode of LSTMModel: the kept state and `reset_state`.
 
-The kept state lives in plain `tf.Variable`s of shape `[None, H]` (so its
-batch size can change), created by the model when `stateful=True`. They are
-checkpointed with the model but are not model weights. Batch size 0 means
-that nothing is kept yet.
+The kept state lives in `state.StateVariables` (`[None, H]` variables, so
+its batch size can change), created by the model when `stateful=True`: they
+are checkpointed with the model but are not model weights.
 """
 
 import tensorflow as tf
@@ -13,23 +12,13 @@ from lstm_ctl.state import LSTMState
 
 
 def make_kept_variables(model):
-    """Creates `kept_h_<i>`, `kept_c_<i>` on `model` (each its own attribute,
-    so that tf.train.Checkpoint sees it)."""
-    with tf.init_scope():
-        for i in range(model.num_layers):
-            for part in ("h", "c"):
-                setattr(model, f"kept_{part}_{i}", tf.Variable(
-                    tf.zeros([0, model.units], model.compute_dtype),
-                    shape=tf.TensorShape([None, model.units]),
-                    trainable=False, name=f"kept_{part}_{i}"))
+    """The kept state of a stateful `model`, as its attribute `kept_state`."""
+    model.kept_state = state_lib.StateVariables(
+        model.num_layers, model.units, model.compute_dtype, name="kept_state")
 
 
 class StatefulMixin:
     """`state`, `reset_state` and the kept state's use in calls."""
-
-    def _kept_vars(self):
-        return [(getattr(self, f"kept_h_{i}"), getattr(self, f"kept_c_{i}"))
-                for i in range(self.num_layers)]
 
     def _require_stateful(self, what):
         if not self.stateful:
@@ -44,19 +33,12 @@ class StatefulMixin:
         None before the first call (nothing is kept yet).
         """
         self._require_stateful("state")
-        kept = tuple(LSTMState(h.read_value(), c.read_value())
-                     for h, c in self._kept_vars())
-        if tf.executing_eagerly() and int(tf.shape(kept[0].h)[0]) == 0:
-            return None
-        return kept
-
-    def _kept_batch_size(self):
-        return tf.shape(self._kept_vars()[0][0])[0]
+        if tf.executing_eagerly():
+            return self.kept_state.read()
+        return self.kept_state.value()
 
     def _keep(self, new_state):
-        for (h_var, c_var), s in zip(self._kept_vars(), new_state):
-            h_var.assign(s.h)
-            c_var.assign(s.c)
+        self.kept_state.assign(new_state)
 
     def _kept_state_for(self, batch):
         """The kept state to start a call of `batch` examples from.
@@ -64,9 +46,8 @@ class StatefulMixin:
         With nothing kept yet, the initial state. A kept state of another
         batch size is an error that says how to reset.
         """
-        kept_batch = self._kept_batch_size()
-        kept = tuple(LSTMState(h.read_value(), c.read_value())
-                     for h, c in self._kept_vars())
+        kept_batch = self.kept_state.batch_size()
+        kept = self.kept_state.value()
         template = ("This stateful model keeps a state of batch size {} but "
                     "the inputs have batch size {}. Call "
                     "model.reset_state(batch_size=...) to start from the "
@@ -104,7 +85,7 @@ class StatefulMixin:
         if state is not None and batch_size is not None:
             raise ValueError("reset_state takes `state` or `batch_size`, not "
                              "both (the state's rows give the batch size).")
-        kept_batch = int(self._kept_batch_size())
+        kept_batch = int(self.kept_state.batch_size())
         if state is not None:
             target = state_lib.normalize_state(
                 state, self.num_layers, self.units, None, "state",
@@ -137,8 +118,7 @@ class StatefulMixin:
                     f"shape {mask.shape.as_list()}"
                     + ("" if target_batch == kept_batch else
                        f" and a state of batch size {target_batch}") + ".")
-            kept = tuple(LSTMState(h.read_value(), c.read_value())
-                         for h, c in self._kept_vars())
-            target = state_lib.select_state(mask, target, kept)
+            target = state_lib.select_state(mask, target,
+                                            self.kept_state.value())
         self._keep(target)
 

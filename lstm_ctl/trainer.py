@@ -108,8 +108,8 @@ class Trainer:
                                 name="step")
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
                                    name="nonfinite_steps")
-        self.carried = checkpoints.CarriedState(config.model.num_layers,
-                                                config.model.units)
+        self.carried = state_lib.StateVariables(
+            config.model.num_layers, config.model.units, name="carried_state")
         # Every worker computes the same global batches; each replica then
         # takes its own rows of them (see distribute.replica_rows).
         self.dataset = data.train_dataset(self.task, self.arrays,
@@ -164,11 +164,8 @@ class Trainer:
 
         def step_fn(batch, state, force_reset):
             self.trace_count += 1
-            reset = batch["reset_mask"]
-            # A forced reset (reset_every) restarts every lane at step 0.
-            first = tf.logical_and(force_reset, tf.equal(
-                tf.range(tf.shape(reset)[1]), 0))
-            batch = dict(batch, reset_mask=tf.logical_or(reset, first[None]))
+            batch = dict(batch, reset_mask=state_lib.reset_first_step(
+                batch["reset_mask"], force_reset))  # --reset_every
             global_count = tf.maximum(tf.reduce_sum(batch["weights"]), 1.0)
             sums, final_state, grads, grad_norm, lr, finite = strategy.run(
                 replica_fn, args=(batch, state, global_count))
@@ -259,7 +256,6 @@ class Trainer:
                 metrics, new_state, grads = self.train_step(
                     next(self.iterator), state, tf.constant(force))
                 step += 1
-                self.step.assign(step)
                 finite = bool(metrics.pop("finite"))
                 losses_seen.append(float(metrics["loss"]))
                 if finite:
@@ -299,6 +295,7 @@ class Trainer:
                 f"refusing to save non-finite weights ({', '.join(bad)}) at "
                 f"step {step}; last good checkpoint: "
                 f"{checkpoints.latest_checkpoint(self.model_dir)}.")
+        self.step.assign(step)
         self.carried.assign(state)
         return self.checkpoints.save(step)
 
