@@ -14,7 +14,7 @@ import tensorflow as tf
 from lstm_ctl import checkpoints, config as config_lib, data, losses
 from lstm_ctl import summaries
 from lstm_ctl import state as state_lib
-from lstm_ctl.trainer import batch_signature, build_model
+from lstm_ctl.builders import batch_signature, build_model
 
 
 class Evaluator:

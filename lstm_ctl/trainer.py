@@ -23,8 +23,7 @@ import tensorflow as tf
 from lstm_ctl import checkpoints, config as config_lib, data, distribute
 from lstm_ctl import losses, progress, summaries
 from lstm_ctl import state as state_lib
-from lstm_ctl.model import LSTMModel
-from lstm_ctl.state import LSTMState
+from lstm_ctl.builders import batch_signature, build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
 FIXED_ON_RESUME = ("model", "data", "state_mode", "seed")
@@ -33,36 +32,6 @@ FIXED_ON_RESUME = ("model", "data", "state_mode", "seed")
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss); the message says why and
     which checkpoint is the last good one."""
-
-
-def build_model(config, task):
-    m = config.model
-    return LSTMModel(units=m.units, output_dim=task.output_dim,
-                     num_layers=m.num_layers, dropout=m.dropout,
-                     recurrent_dropout=m.recurrent_dropout,
-                     initial_state_mode=m.initial_state_mode,
-                     input_dim=task.input_dim, seed=config.seed)
-
-
-def build_optimizer(config):
-    lr = config.learning_rate
-    if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=config.train_steps, alpha=0.05)
-    return keras.optimizers.Adam(learning_rate=lr)
-
-
-def batch_signature(task, model):
-    targets = (tf.TensorSpec([None, None], tf.int32) if task.loss == "xent"
-               else tf.TensorSpec([None, None, task.output_dim], tf.float32))
-    state = tuple(LSTMState(tf.TensorSpec([None, model.units], tf.float32),
-                            tf.TensorSpec([None, model.units], tf.float32))
-                  for _ in range(model.num_layers))
-    batch = {"inputs": tf.TensorSpec([None, None, task.input_dim], tf.float32),
-             "targets": targets,
-             "reset_mask": tf.TensorSpec([None, None], tf.bool),
-             "weights": tf.TensorSpec([None, None], tf.float32)}
-    return batch, state
 
 
 def check_resumable(config, model_dir):
