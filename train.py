@@ -78,10 +78,21 @@ flags.DEFINE_integer("checkpoint_every", _T.checkpoint_every,
                      "Steps between checkpoints.", lower_bound=1)
 flags.DEFINE_integer("max_to_keep", _T.max_to_keep,
                      "Checkpoints to keep.", lower_bound=1)
-flags.DEFINE_string("text_file", None, "UTF-8 text file for --task=text.")
-flags.DEFINE_string("csv_file", None, "CSV file (with a header row) for "
-                    "--task=csv.")
+flags.DEFINE_string("text_file", None, "--task=text: a UTF-8 text file, a "
+                    "directory or a glob; each file is one stream.")
+flags.DEFINE_string("csv_file", None, "--task=csv: a CSV file with a header "
+                    "row, a directory or a glob (same header in every file).")
 flags.DEFINE_list("target_columns", [], "CSV columns to forecast.")
+flags.DEFINE_list("input_columns", [], "CSV input columns (default: every "
+                  "column other than --time_column and --id_column).")
+flags.DEFINE_string("time_column", None, "CSV column of ISO dates/datetimes "
+                    "or numbers that orders the rows; never an input.")
+flags.DEFINE_string("id_column", None, "CSV column naming the entity of a "
+                    "row; each entity is its own stream.")
+flags.DEFINE_enum("missing", _D.missing, config_lib.MISSING_MODES,
+                  "CSV missing cells: error; ffill (inputs from the last "
+                  "value of the stream, a missing target is not trained or "
+                  "scored); drop (drop rows with a missing cell).")
 
 flags.register_validator("dropout", lambda v: v < 1.0,
                          "--dropout must be in [0, 1).")
@@ -101,24 +112,10 @@ flags.register_multi_flags_validator(
 flags.register_multi_flags_validator(
     ["task", "text_file"], lambda f: f["task"] != "text" or f["text_file"],
     "--task=text needs --text_file=PATH (a UTF-8 text file).")
-def _file_exists(flag):
-    def check(values):
-        task, path = values["task"], values[f"{flag}_file"]
-        if task == flag and path and not os.path.isfile(path):
-            raise flags.ValidationError(f"--{flag}_file {path!r} does not "
-                                        "exist.")
-        return True
-    return check
-
-
-flags.register_multi_flags_validator(["task", "text_file"],
-                                     _file_exists("text"))
 flags.register_multi_flags_validator(
     ["task", "csv_file", "target_columns"],
     lambda f: f["task"] != "csv" or (f["csv_file"] and f["target_columns"]),
     "--task=csv needs --csv_file=PATH and --target_columns=a,b.")
-flags.register_multi_flags_validator(["task", "csv_file"],
-                                     _file_exists("csv"))
 
 
 def config_from_flags():
@@ -132,7 +129,10 @@ def config_from_flags():
             task=FLAGS.task, seq_len=FLAGS.seq_len,
             batch_size=FLAGS.batch_size, seed=FLAGS.seed,
             text_file=FLAGS.text_file, csv_file=FLAGS.csv_file,
-            target_columns=tuple(FLAGS.target_columns)),
+            target_columns=tuple(FLAGS.target_columns),
+            input_columns=tuple(FLAGS.input_columns),
+            time_column=FLAGS.time_column, id_column=FLAGS.id_column,
+            missing=FLAGS.missing),
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
         state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,

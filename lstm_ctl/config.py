@@ -15,6 +15,7 @@ EVAL_MODES = ("carry", "reset", "both")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+MISSING_MODES = ("error", "ffill", "drop")
 CONFIG_FILE = "config.json"
 
 
@@ -36,6 +37,12 @@ class DataConfig:
     text_file: Optional[str] = None
     csv_file: Optional[str] = None
     target_columns: Tuple[str, ...] = ()
+    # csv: () means every column other than the time and id columns;
+    # config.json holds the resolved list (see data.resolved_config).
+    input_columns: Tuple[str, ...] = ()
+    time_column: Optional[str] = None
+    id_column: Optional[str] = None
+    missing: str = "error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +93,7 @@ def validate(config: TrainConfig):
         check(bool(d.csv_file), "task=csv needs --csv_file")
         check(bool(d.target_columns),
               "task=csv needs --target_columns (comma-separated names)")
+    _check_csv_columns(d, check)
     check(config.train_steps >= 1,
           f"train_steps must be >= 1; got {config.train_steps}")
     check(config.learning_rate > 0,
@@ -113,6 +121,29 @@ def validate(config: TrainConfig):
     return config
 
 
+def _check_csv_columns(d, check):
+    csv_only = dict(input_columns=d.input_columns, time_column=d.time_column,
+                    id_column=d.id_column)
+    for name, value in csv_only.items():
+        check(d.task == "csv" or not value,
+              f"{name} is for task=csv; got {name}={value!r} with "
+              f"task={d.task!r}")
+    check(d.missing in MISSING_MODES, f"missing must be one of "
+          f"{MISSING_MODES}; got {d.missing!r}")
+    check(not d.time_column or d.time_column != d.id_column,
+          f"time_column and id_column must differ; both are "
+          f"{d.time_column!r}")
+    for name in ("input_columns", "target_columns"):
+        names = getattr(d, name)
+        twice = sorted({c for c in names if names.count(c) > 1})
+        check(not twice, f"{name} names {twice} more than once")
+        for key in ("time_column", "id_column"):
+            value = getattr(d, key)
+            check(not value or value not in names,
+                  f"{name} must not hold the {key} {value!r} (it orders or "
+                  "groups the rows; it is never an input or a target)")
+
+
 def to_dict(config):
     return dataclasses.asdict(config)
 
@@ -122,8 +153,31 @@ def from_dict(values):
     values = dict(values)
     model = ModelConfig(**values.pop("model"))
     data = dict(values.pop("data"))
-    data["target_columns"] = tuple(data.get("target_columns") or ())
+    for key in ("target_columns", "input_columns"):
+        data[key] = tuple(data.get(key) or ())
     return TrainConfig(model=model, data=DataConfig(**data), **values)
+
+
+def with_input_columns(config, columns):
+    """`config` with the resolved CSV input columns (what config.json
+    records, so that resume and evaluation read the same columns)."""
+    if config.data.task != "csv":
+        return config
+    data = dataclasses.replace(config.data, input_columns=tuple(columns))
+    return dataclasses.replace(config, data=data)
+
+
+def with_saved_input_columns(config):
+    """A csv run resumed without --input_columns reads the columns its
+    config.json recorded, not those a changed file would give by default."""
+    d = config.data
+    if d.task != "csv" or d.input_columns or not os.path.exists(
+            config_path(config.model_dir)):
+        return config
+    saved = load(config.model_dir).data
+    if saved.task != "csv" or not saved.input_columns:
+        return config
+    return with_input_columns(config, saved.input_columns)
 
 
 def config_path(model_dir):

@@ -1,27 +1,32 @@
-"""Tasks and their tf.data pipelines, laid out as parallel streams for TBPTT.
+"""Tasks as streams, the streams as parallel lanes, and tf.data pipelines.
 
-Every task becomes `StreamArrays`: `B` lanes of `N` steps. Lane i is a
-concatenation of whole streams (signals, or segments of a file); `resets`
-marks where a stream starts, `weights` is 0 where the next-step target would
-belong to the next stream. In carry mode batch k is `lanes[:, kT:(k+1)T]`,
-so row i of batch k+1 continues row i of batch k; in reset mode the chunks
-are shuffled and every chunk starts from the initial state.
+Every task is a list of `Series` (a sine signal, a text file, a CSV entity
+or file; reading and validating files is tables.py's job), and becomes
+`StreamArrays`: `B` lanes of `N` next-step pairs. Lane i is a concatenation
+of streams (whole sine signals, or consecutive stretches of the text/CSV
+streams); `resets` marks where a stream (or the lane) starts, so no state
+flows from one stream into the next, and `weights` is 0 where there is no
+target (a missing CSV target, padding). In carry mode batch k is
+`lanes[:, kT:(k+1)T]`, so row i of batch k+1 continues row i of batch k; in
+reset mode the chunks are shuffled and every chunk starts from the initial
+state.
 """
 
-import csv
 import dataclasses
 import json
-import math
 import os
 from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from lstm_ctl import tables
+from lstm_ctl.tables import HOLDOUT_FRACTION, holdout_cut  # noqa: F401
+
 SINE_LANE_STEPS = {"train": 20000, "eval": 4000}
-HOLDOUT_FRACTION = 0.1          # text and csv: the tail of the file is eval
 VOCAB_FILE = "vocab.json"
 NORM_FILE = "normalization.json"
+STREAMS_FILE = "streams.json"
 
 
 @dataclasses.dataclass
@@ -31,6 +36,9 @@ class StreamArrays:
     targets: np.ndarray     # [B, N, O] float32, or [B, N] int32 (text ids)
     resets: np.ndarray      # [B, N] bool: a stream starts at this step
     weights: np.ndarray     # [B, N] float32: 0 where no target in-stream
+    # csv: the targets of row t itself ([B, N, O], gaps filled), for the
+    # repeat-last-value baseline.
+    last_targets: Optional[np.ndarray] = None
 
     @property
     def lanes(self):
@@ -50,10 +58,27 @@ class Task:
     metric: str                       # "rmse", "bpc" or "mae"
     baseline_name: str
     vocab: Optional[List[str]] = None
-    norm: Optional[dict] = None       # csv: column names, means, stds
+    # csv: "columns" (the inputs, then targets that are not inputs), their
+    # "mean" and "std", and "targets" (indices of the targets in "columns").
+    norm: Optional[dict] = None
+    input_columns: Optional[List[str]] = None    # csv only
+    target_columns: Optional[List[str]] = None   # csv only
+    streams: Optional[List[dict]] = None   # text/csv: name, rows, held-out
 
 
-# --------------------------------------------------------------- layouts
+@dataclasses.dataclass
+class Series:
+    """One stream before the lane layout: a CSV entity or file, a text file,
+    a sine signal. Next-step pairs are inputs[t] -> targets[t + 1]."""
+    name: str              # the id value, the file's base name, or "0", "1"
+    inputs: np.ndarray     # [L, D] float32 normalised, or [L] int32 ids
+    targets: np.ndarray    # [L, O] float32 normalised, or [L] int32 ids
+    weights: np.ndarray    # [L] float32: 0 where row t's target is missing
+    times: list            # [L] time cells as written (str), or row indices
+    cut: int               # rows [0, cut): history (train); [cut, L): hold-out
+
+
+# ------------------------------------------------------------ sine layout
 def lanes_from_streams(streams, lanes, steps):
     """Packs whole streams (arrays `[L, ...]`) into `lanes` lanes of `steps`.
 
@@ -77,20 +102,6 @@ def lanes_from_streams(streams, lanes, steps):
     return np.stack(values), np.stack(starts)
 
 
-def split_series(series, lanes, name):
-    """Cuts one long series `[L, ...]` into `lanes` contiguous segments."""
-    steps = len(series) // lanes
-    if steps < 2:
-        raise ValueError(
-            f"{name} has {len(series)} steps, too few for {lanes} parallel "
-            f"streams (batch_size={lanes}): each stream needs at least 2 "
-            "steps. Use a smaller --batch_size or more data.")
-    values = series[:steps * lanes].reshape((lanes, steps) + series.shape[1:])
-    starts = np.zeros((lanes, steps), bool)
-    starts[:, 0] = True
-    return values, starts
-
-
 def next_step_arrays(values, starts, targets_of=lambda v: v):
     """Inputs at t, targets at t+1, masked where t+1 starts a new stream."""
     inputs = values[:, :-1]
@@ -98,6 +109,60 @@ def next_step_arrays(values, starts, targets_of=lambda v: v):
     resets = starts[:, :-1]
     weights = (~starts[:, 1:]).astype(np.float32)
     return StreamArrays(inputs, targets, resets, weights)
+
+
+# ------------------------------------------------------- text/csv layout
+def _last_observed(series):
+    """Row t's targets, a missing one replaced by the last observed one."""
+    seen = np.where(series.weights > 0, np.arange(len(series.weights)), 0)
+    return series.targets[np.maximum.accumulate(seen)]
+
+
+def series_pairs(series, split):
+    """Every series' next-step pairs of `split`, concatenated: `(inputs,
+    targets, resets, weights, last_targets)`, each `[P, ...]`. The train
+    pairs have their targets in rows [1, cut), the eval pairs in [cut, L)."""
+    parts = []
+    for s in series:
+        lo, hi = (0, s.cut) if split == "train" else (s.cut - 1, len(s.weights))
+        resets = np.zeros(hi - lo - 1, bool)
+        resets[0] = True
+        parts.append((s.inputs[lo:hi - 1], s.targets[lo + 1:hi], resets,
+                      s.weights[lo + 1:hi], _last_observed(s)[lo:hi - 1]))
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def lay_out(pairs, lanes, per_lane, steps):
+    """Lane i gets pairs [i * per_lane, (i + 1) * per_lane), padded with
+    weight 0 up to `steps`; every lane starts with a reset."""
+    out = []
+    for a in pairs:
+        pieces = [a[i * per_lane:(i + 1) * per_lane] for i in range(lanes)]
+        out.append(np.stack([np.concatenate([p, np.zeros(
+            (steps - len(p),) + a.shape[1:], a.dtype)]) for p in pieces]))
+    arrays = StreamArrays(*out)
+    arrays.resets[:, 0] = True
+    return arrays
+
+
+def series_arrays(series, split, batch_size, seq_len, name):
+    """Train: `batch_size` lanes of equal length (the remainder dropped).
+    Eval: every pair, in at most `batch_size` lanes of at least one chunk
+    of `seq_len` each; a lane's last partial chunk is padded with weight 0."""
+    pairs = series_pairs(series, split)
+    total = len(pairs[0])
+    if split == "train":
+        steps = total // batch_size
+        if steps < 2:
+            raise ValueError(
+                f"{name} has {total} steps, too few for {batch_size} parallel"
+                f" streams (batch_size={batch_size}): each stream needs at "
+                "least 2 steps. Use a smaller --batch_size or more data.")
+        return lay_out(pairs, batch_size, steps, steps)
+    lanes = min(batch_size, max(1, total // seq_len))
+    per_lane = -(-total // lanes)
+    lanes = -(-total // per_lane)
+    return lay_out(pairs, lanes, per_lane, -(-per_lane // seq_len) * seq_len)
 
 
 # ---------------------------------------------------------------- tasks
@@ -123,127 +188,114 @@ def sine_streams(seed):
         yield (signal + noise).astype(np.float32)[:, None]  # [L, 1]
 
 
+def _sine_seed(config, split):
+    return config.seed if split == "train" else config.seed + 1_000_003
+
+
 def sine_task(config, split):
-    seed = config.seed if split == "train" else config.seed + 1_000_003
     values, starts = lanes_from_streams(
-        sine_streams(seed), config.batch_size, SINE_LANE_STEPS[split] + 1)
+        sine_streams(_sine_seed(config, split)), config.batch_size,
+        SINE_LANE_STEPS[split] + 1)
     task = Task("sine", 1, 1, "mse", "rmse", "repeat-last-value")
     return task, next_step_arrays(values, starts)
 
 
-def read_text(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--text_file {path!r} does not exist.")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"--text_file {path!r} is not UTF-8: invalid byte "
-                         f"at offset {e.start} (line {line}).") from None
-    if not text:
-        raise ValueError(f"--text_file {path!r} is empty.")
-    return text
+def sine_series(config):
+    """The eval-seed signals, one per lane, cut at half their length."""
+    signals = sine_streams(_sine_seed(config, "eval"))
+    series = []
+    for i in range(config.batch_size):
+        x = next(signals)
+        series.append(Series(str(i), x, x, np.ones(len(x), np.float32),
+                             list(range(len(x))), len(x) // 2))
+    return Task("sine", 1, 1, "mse", "rmse", "repeat-last-value"), series
 
 
-def text_task(config, split, model_dir):
-    text = read_text(config.text_file)
-    vocab_path = os.path.join(model_dir, VOCAB_FILE)
-    if os.path.exists(vocab_path):
-        vocab = _read_json(vocab_path)
-    else:
-        vocab = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    unknown = sorted(set(text) - set(index))
-    if unknown:
-        raise ValueError(f"--text_file {config.text_file!r} has characters "
-                         f"that are not in {vocab_path}: {unknown[:10]}")
-    ids = np.array([index[ch] for ch in text], np.int32)
-    ids = _holdout(ids, split)
-    values, starts = split_series(ids, config.batch_size,
-                                  f"the {split} part of {config.text_file!r}")
+def text_series(config, model_dir):
+    vocab, files = tables.read_text_ids(
+        config.text_file, os.path.join(model_dir, VOCAB_FILE))
+    series = [Series(name, ids, ids, np.ones(len(ids), np.float32),
+                     list(range(len(ids))), holdout_cut(len(ids)))
+              for name, ids in files]
     task = Task("text", len(vocab), len(vocab), "xent", "bpc", "unigram",
-                vocab=vocab)
-    return task, next_step_arrays(values, starts)
+                vocab=vocab, streams=_summary(series))
+    return task, series
 
 
-def read_csv(path, target_columns):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--csv_file {path!r} does not exist.")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"--csv_file {path!r} is empty.")
-    header, body = rows[0], rows[1:]
-    missing = [c for c in target_columns if c not in header]
-    if missing:
-        raise ValueError(f"--csv_file {path!r} has no column(s) {missing}; "
-                         f"its columns are {header}.")
-    data = np.empty((len(body), len(header)), np.float64)
-    for r, row in enumerate(body):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: line {r + 2} has {len(row)} cells, the"
-                             f" header has {len(header)}.")
-        for c, cell in enumerate(row):
-            try:
-                data[r, c] = float(cell)
-            except ValueError:
-                raise ValueError(f"{path}: line {r + 2}, column "
-                                 f"{header[c]!r}: {cell!r} is not a number."
-                                 ) from None
-            if not math.isfinite(data[r, c]):
-                raise ValueError(f"{path}: line {r + 2}, column "
-                                 f"{header[c]!r}: {cell!r} is not finite.")
-    return header, data
-
-
-def csv_task(config, split, model_dir):
-    header, data = read_csv(config.csv_file, config.target_columns)
+def csv_series(config, model_dir):
+    table = tables.read_csv_table(config)
+    inputs, targets = table.input_columns, table.target_columns
+    columns = inputs + [c for c in targets if c not in inputs]
     norm_path = os.path.join(model_dir, NORM_FILE)
     if os.path.exists(norm_path):
-        norm = _read_json(norm_path)
+        norm = tables.read_json(norm_path)
+        if norm["columns"] != columns:
+            raise ValueError(
+                f"the columns read from --csv_file {config.csv_file!r} "
+                f"({columns}: inputs, then targets) are not those the model "
+                f"was trained on ({norm['columns']}, {norm_path}).")
     else:
-        train = _holdout(data, "train")
-        std = train.std(0)
-        norm = {"columns": header, "mean": train.mean(0).tolist(),
-                "std": np.where(std > 0, std, 1.0).tolist()}
-    if norm["columns"] != header:
-        raise ValueError(f"--csv_file {config.csv_file!r} has columns "
-                         f"{header}, the model was trained on "
-                         f"{norm['columns']} ({norm_path}).")
-    scaled = ((data - np.array(norm["mean"])) / np.array(norm["std"])
-              ).astype(np.float32)
-    target_idx = [header.index(c) for c in config.target_columns]
-    values, starts = split_series(_holdout(scaled, split), config.batch_size,
-                                  f"the {split} part of {config.csv_file!r}")
-    task = Task("csv", len(header), len(target_idx), "mse", "mae",
-                "repeat-last-value", norm=dict(norm, targets=target_idx))
-    return task, next_step_arrays(values, starts,
-                                  lambda v: v[..., target_idx])
+        norm = tables.column_statistics(table, columns)
+    mean, std = np.array(norm["mean"]), np.array(norm["std"])
+    at = [columns.index(c) for c in targets]
+    series = []
+    for s in table.streams:
+        y = (s.targets - mean[at]) / std[at]
+        present = ~np.isnan(y).any(1)
+        series.append(Series(
+            s.name, ((s.inputs - mean[:len(inputs)]) / std[:len(inputs)]
+                     ).astype(np.float32),
+            np.where(present[:, None], y, 0.0).astype(np.float32),
+            present.astype(np.float32), s.times, holdout_cut(len(y))))
+    task = Task("csv", len(inputs), len(targets), "mse", "mae",
+                "repeat-last-value", norm=dict(norm, targets=at),
+                input_columns=inputs, target_columns=targets,
+                streams=_summary(series))
+    return task, series
 
 
-def _holdout(series, split):
-    cut = len(series) - max(1, int(len(series) * HOLDOUT_FRACTION))
-    return series[:cut] if split == "train" else series[cut:]
+def _summary(series):
+    return [{"name": s.name, "rows": len(s.weights),
+             "held_out": len(s.weights) - s.cut} for s in series]
 
 
-def _read_json(path):
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+def eval_series(config, model_dir):
+    """(Task, List[Series]) for evaluation, with the vocabulary /
+    normalisation saved in model_dir. text/csv: every stream (file or
+    entity), cut at its hold-out. sine: the eval-seed signals (as many as
+    batch_size), cut at half their length. `config`: a DataConfig (or a
+    TrainConfig)."""
+    config = getattr(config, "data", config)
+    if config.task == "sine":
+        return sine_series(config)
+    if config.task == "text":
+        return text_series(config, model_dir)
+    if config.task == "csv":
+        return csv_series(config, model_dir)
+    raise ValueError(f"unknown task {config.task!r}")
+
+
+def denormalize(task, y):
+    """`[..., O]` normalised target values -> data units (identity for
+    sine; text: not used)."""
+    if task.norm is None:
+        return y
+    at = task.norm["targets"]
+    return (np.asarray(y) * np.array(task.norm["std"])[at]
+            + np.array(task.norm["mean"])[at])
 
 
 def save_task_files(task, model_dir):
     """Writes what evaluation needs to read the data as training did: the
-    vocabulary (text) or the normalisation statistics (csv)."""
+    vocabulary (text) or the normalisation statistics (csv), and the
+    streams found (name, rows, held-out rows)."""
     if task.vocab is not None:
         _write_json(os.path.join(model_dir, VOCAB_FILE), task.vocab)
     if task.norm is not None:
         norm = {k: task.norm[k] for k in ("columns", "mean", "std")}
         _write_json(os.path.join(model_dir, NORM_FILE), norm)
+    if task.streams is not None:
+        _write_json(os.path.join(model_dir, STREAMS_FILE), task.streams)
 
 
 def _write_json(path, value):
@@ -261,12 +313,13 @@ def build_task(config, split="train", model_dir="."):
     """
     if config.task == "sine":
         task, arrays = sine_task(config, split)
-    elif config.task == "text":
-        task, arrays = text_task(config, split, model_dir)
-    elif config.task == "csv":
-        task, arrays = csv_task(config, split, model_dir)
     else:
-        raise ValueError(f"unknown task {config.task!r}")
+        task, series = eval_series(config, model_dir)
+        source = config.text_file if config.task == "text" else \
+            config.csv_file
+        arrays = series_arrays(series, split, config.batch_size,
+                               config.seq_len,
+                               f"the {split} part of {source!r}")
     if arrays.steps < config.seq_len:
         raise ValueError(
             f"the {split} data of task {config.task!r} gives each of the "
@@ -285,9 +338,8 @@ def baseline_loss(task, arrays):
                              minlength=task.output_dim) + 1.0
         logp = np.log(counts / counts.sum())
         return float(-(logp[arrays.targets] * w).sum() / w.sum())
-    last = arrays.inputs
-    if task.norm is not None:
-        last = last[..., task.norm["targets"]]
+    last = arrays.inputs if arrays.last_targets is None else \
+        arrays.last_targets
     err = ((arrays.targets - last) ** 2).mean(-1)
     return float((err * w).sum() / w.sum())
 

@@ -54,8 +54,15 @@ class Trainer:
     """Builds the model, data, optimizer and checkpoints of one run."""
 
     def __init__(self, config, out=sys.stdout, strategy=None):
-        self.config = config_lib.validate(config)
+        config_lib.validate(config)
+        config = config_lib.with_saved_input_columns(config)
         self.model_dir = config.model_dir
+        # Bad data stops here, before the model dir is touched.
+        self.task, self.arrays = data.build_task(config.data, "train",
+                                                 self.model_dir)
+        config = config_lib.with_input_columns(config,
+                                               self.task.input_columns)
+        self.config = config
         check_resumable(config, self.model_dir)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -65,9 +72,6 @@ class Trainer:
         self.chief = distribute.is_chief(self.strategy)
         self.out = out if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
-        # Bad data stops here, before the model dir is touched.
-        self.task, self.arrays = data.build_task(config.data, "train",
-                                                 self.model_dir)
         self.baseline = data.baseline_loss(self.task, self.arrays)
         with self.strategy.scope():
             self.model = build_model(config, self.task)

@@ -119,7 +119,9 @@ def test_csv_task_normalises_and_forecasts_target_columns(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("a,b\n1,2\n3,x\n", r"line 3, column 'b': 'x' is not a number"),
-    ("a,b\n1,2\n3,nan\n", r"line 3, column 'b': 'nan' is not finite"),
+    ("a,b\n1,2\n3,inf\n", r"line 3, column 'b': 'inf' is not finite"),
+    ("a,b\n1,2\n3,nan\n", r"line 3, column 'b': missing value \('nan'\); "
+                          r"pass --missing=ffill .* or --missing=drop"),
     ("a,z\n1,2\n", r"has no column\(s\) \['b'\]"),
     ("", "is empty"),
 ])
