@@ -315,3 +315,64 @@ def test_bad_file_sets(tmp_path):
     with pytest.raises(ValueError, match="no row is left after "
                                          "--missing=drop"):
         build(tmp_path / "g.csv", missing="drop")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(time_column="t", input_columns=("t", "a")),
+     "input_columns must not hold the time_column 't'"),
+    (dict(id_column="k", target_columns=("k",)),
+     "target_columns must not hold the id_column 'k'"),
+    (dict(time_column="t", id_column="t"), "time_column and id_column must "
+                                           "differ"),
+    (dict(input_columns=("a", "a")), r"input_columns names \['a'\] more "
+                                     "than once"),
+    (dict(missing="zero"), "missing must be one of"),
+    (dict(task="text", text_file="x", id_column="k"),
+     "id_column is for task=csv"),
+])
+def test_config_checks_the_column_settings(kwargs, message):
+    from lstm_ctl import config as config_lib
+    data_config = DataConfig(**{**dict(task="csv", csv_file="d.csv",
+                                       target_columns=("b",)), **kwargs})
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(TrainConfig(data=data_config))
+
+
+def test_eval_series_and_denormalize_give_back_the_data(tmp_path):
+    rows = dated_rows(30)
+    rows[5][2] = None
+    path = write_csv(tmp_path / "d.csv", ["date", "temp", "load"],
+                     cells(rows))
+    config = DataConfig(task="csv", seq_len=2, batch_size=1, missing="ffill",
+                        csv_file=str(path), time_column="date",
+                        input_columns=("temp",), target_columns=("load",))
+    task, (s,) = data.eval_series(config, str(tmp_path))
+    assert (task.input_columns, task.target_columns) == (["temp"], ["load"])
+    assert (s.name, s.cut, s.times[0]) == ("d.csv", 27, rows[0][0])
+    np.testing.assert_array_equal(s.weights, [i != 5 for i in range(30)])
+    keep = s.weights > 0
+    np.testing.assert_allclose(
+        data.denormalize(task, s.targets)[keep, 0],
+        [r[2] for r in rows if r[2] is not None], atol=1e-5)
+    task, signals = data.eval_series(
+        TrainConfig(data=DataConfig(batch_size=3)), str(tmp_path))
+    assert [s.name for s in signals] == ["0", "1", "2"]
+    assert all(s.cut == len(s.times) // 2 for s in signals)
+    np.testing.assert_array_equal(data.denormalize(task, signals[0].targets),
+                                  signals[0].targets)
+
+
+def test_drop_equals_a_copy_without_the_gappy_rows(tmp_path):
+    rows = dated_rows(50)
+    gappy = write_csv(tmp_path / "g.csv", ["date", "temp", "load"],
+                      cells(rows[::-1]))
+    kept = write_csv(tmp_path / "k.csv", ["date", "temp", "load"],
+                     [r for r in rows if r[1] is not None])
+    common = dict(task="csv", seq_len=5, batch_size=2, time_column="date",
+                  target_columns=("load",))
+    a = data.build_task(DataConfig(csv_file=str(gappy), missing="drop",
+                                   **common), "train", str(tmp_path))[1]
+    b = data.build_task(DataConfig(csv_file=str(kept), **common), "train",
+                        str(tmp_path))[1]
+    assert a.inputs.shape == b.inputs.shape
+    np.testing.assert_allclose(a.inputs, b.inputs, atol=1e-6)
