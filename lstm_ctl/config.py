@@ -38,7 +38,7 @@ class DataConfig:
     csv_file: Optional[str] = None
     target_columns: Tuple[str, ...] = ()
     # csv: () means every column other than the time and id columns;
-    # config.json holds the resolved list (see data.resolved_config).
+    # config.json holds the resolved list (see with_input_columns).
     input_columns: Tuple[str, ...] = ()
     time_column: Optional[str] = None
     id_column: Optional[str] = None

@@ -130,6 +130,17 @@ def test_resume_and_evaluate_read_the_resolved_columns(tmp_path):
                        "data": data_config, "train_steps": 4}),
         out=io.StringIO())
     assert resumed["steps_run"] == 2
+    # A config.json written before the columns were recorded still resumes.
+    old = config_lib.to_dict(config_lib.load(config.model_dir))
+    old["data"]["input_columns"] = []
+    config_lib.save(config_lib.from_dict(old), config.model_dir)
+    write_csv(["day", "a", "b"])
+    resumed = trainer.train(
+        TrainConfig(**{**config_lib.to_dict(config), "model": config.model,
+                       "data": data_config, "train_steps": 6}),
+        out=io.StringIO())
+    assert resumed["steps_run"] == 2
+    columns["c"] = t * 2.0
     # Without a column the model was trained on: refused, with a message.
     del columns["a"]
     write_csv(["b", "day", "c"])
