@@ -236,57 +236,14 @@ def read_csv_table(config):
     inputs = _check_columns(header, config, spec)
     targets = list(config.target_columns)
     used = list(dict.fromkeys(inputs + targets))
-    col = {c: header.index(c) for c in header}
-    default_inputs = not config.input_columns
-    hint = ("; a column of names or labels can be the --id_column, a date "
-            "the --time_column, or leave it out with --input_columns=<the "
-            "numeric columns>")
-
-    def where(path, line):
-        return f"{path}: line {line}"
-
-    # Group rows into streams (entities, or files), in order of appearance.
-    groups = {}
-    time_kind = None
-    for path, line, cells in rows:
-        keys = [config.time_column, config.id_column]
-        if any(k and _missing(cells[col[k]]) for k in keys):
-            if config.missing == "drop":
-                continue
-            k = next(k for k in keys if k and _missing(cells[col[k]]))
-            raise ValueError(f"{where(path, line)}: the {_flag_of(config, k)}"
-                             f" {k!r} is empty; every row needs one (or pass "
-                             "--missing=drop to drop such rows).")
-        values = []
-        for c in used:
-            cell = cells[col[c]]
-            if _missing(cell):
-                if config.missing == "error":
-                    raise ValueError(
-                        f"{where(path, line)}, column {c!r}: missing value "
-                        f"({cell!r}); pass --missing=ffill (fill inputs from "
-                        "the last value, skip missing targets) or "
-                        "--missing=drop (drop such rows).")
-                values.append(math.nan)
-            else:
-                values.append(_number(cell, where(path, line), c,
-                                      hint if default_inputs else ""))
-        if config.missing == "drop" and any(map(math.isnan, values)):
-            continue
-        name = (cells[col[config.id_column]].strip() if config.id_column
-                else stream_name(path))
-        key, time = None, None
-        if config.time_column:
-            time = cells[col[config.time_column]].strip()
-            time_kind = time_kind or _time_kind(time)
-            key = _time_key(time, where(path, line), config.time_column,
-                            time_kind)
-        groups.setdefault(name, []).append((key, path, line, time, values))
-
+    groups, first_missing = _group_rows(config, header, rows, used)
+    if first_missing and config.missing == "error":
+        raise ValueError(first_missing)
     streams = []
     # Entities in the order of their ids; files in the order of their paths.
-    for name in (sorted(groups) if config.id_column else groups):
-        members = groups[name]
+    for key in (sorted(groups) if config.id_column else groups):
+        members = groups[key]
+        name = key if config.id_column else stream_name(key)
         if config.time_column:
             _check_duplicates(name, members, config)
             members = sorted(members, key=lambda m: m[0])
@@ -301,7 +258,7 @@ def read_csv_table(config):
         x = values[:, [used.index(c) for c in inputs]]
         y = values[:, [used.index(c) for c in targets]]
         if config.missing == "ffill":
-            x = _ffill(x, name, inputs, config)
+            x = _ffill(x, name, inputs)
         times = ([m[3] for m in members] if config.time_column
                  else list(range(len(members))))
         streams.append(CsvStream(name, x, y, times))
@@ -309,6 +266,51 @@ def read_csv_table(config):
         raise ValueError(f"--csv_file {spec!r}: no row is left after "
                          "--missing=drop.")
     return CsvTable(inputs, targets, streams)
+
+
+def _group_rows(config, header, rows, used):
+    """`({stream key: [(time key, path, line, time, values)]}, the first
+    missing cell's message or None)`; the key is the id, or the file."""
+    col = {c: header.index(c) for c in header}
+    hint = ("" if config.input_columns else
+            "; a column of names or labels can be the --id_column, a date "
+            "the --time_column, or leave it out with --input_columns=<the "
+            "numeric columns>")
+    groups, time_kind, first_missing = {}, None, None
+    for path, line, cells in rows:
+        where = f"{path}: line {line}"
+        keys = [k for k in (config.time_column, config.id_column)
+                if k and _missing(cells[col[k]])]
+        if keys:
+            if config.missing == "drop":
+                continue
+            raise ValueError(f"{where}: the {_flag_of(config, keys[0])} "
+                             f"{keys[0]!r} is empty; every row needs one (or "
+                             "pass --missing=drop to drop such rows).")
+        values = []
+        for c in used:
+            cell = cells[col[c]]
+            if _missing(cell):
+                # Reported once every cell is read, so that a column that
+                # is not numeric at all is named first.
+                first_missing = first_missing or (
+                    f"{where}, column {c!r}: missing value ({cell!r}); pass "
+                    "--missing=ffill (fill inputs from the last value, skip "
+                    "missing targets) or --missing=drop (drop such rows).")
+                values.append(math.nan)
+            else:
+                values.append(_number(cell, where, c, hint))
+        if config.missing == "drop" and any(map(math.isnan, values)):
+            continue
+        key, time = None, None
+        if config.time_column:
+            time = cells[col[config.time_column]].strip()
+            time_kind = time_kind or _time_kind(time)
+            key = _time_key(time, where, config.time_column, time_kind)
+        group = (cells[col[config.id_column]].strip() if config.id_column
+                 else path)
+        groups.setdefault(group, []).append((key, path, line, time, values))
+    return groups, first_missing
 
 
 def _flag_of(config, column):
@@ -331,7 +333,7 @@ def _check_duplicates(name, members, config):
         seen[key] = (path, line)
 
 
-def _ffill(x, name, columns, config):
+def _ffill(x, name, columns):
     """Forward fill along time; leading gaps take the first value."""
     x = x.copy()
     for j in range(x.shape[1]):

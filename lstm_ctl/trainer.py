@@ -41,6 +41,8 @@ def check_resumable(config, model_dir):
         return
     old = config_lib.to_dict(config_lib.load(model_dir))
     new = config_lib.to_dict(config)
+    if not old["data"]["input_columns"]:   # recorded before they resolved
+        old["data"]["input_columns"] = new["data"]["input_columns"]
     changed = [k for k in FIXED_ON_RESUME if old[k] != new[k]]
     if changed and checkpoints.latest_checkpoint(model_dir):
         details = "; ".join(f"{k}: {old[k]} -> {new[k]}" for k in changed)

@@ -376,3 +376,28 @@ def test_drop_equals_a_copy_without_the_gappy_rows(tmp_path):
                         str(tmp_path))[1]
     assert a.inputs.shape == b.inputs.shape
     np.testing.assert_allclose(a.inputs, b.inputs, atol=1e-6)
+
+
+def test_a_text_column_with_gaps_is_named_before_any_gap(tmp_path):
+    path = write_csv(tmp_path / "p.csv", ["year", "v", "notes"],
+                     [[2000, 1, ""], [2001, "", ""], [2002, 3, "restated"],
+                      [2003, 4, ""]])
+    config = DataConfig(task="csv", seq_len=2, batch_size=1,
+                        csv_file=str(path), time_column="year",
+                        target_columns=("v",))
+    with pytest.raises(ValueError, match=r"line 4, column 'notes': "
+                                         r"'restated' is not a number; a "
+                                         r"column of names"):
+        data.build_task(config, "train", str(tmp_path))
+
+
+def test_files_of_the_same_name_in_two_folders_are_two_streams(tmp_path):
+    for folder, offset in (("x", 0), ("y", 100)):
+        (tmp_path / folder).mkdir()
+        write_csv(tmp_path / folder / "s.csv", ["v"],
+                  [[offset + i] for i in range(10)])
+    config = DataConfig(task="csv", seq_len=2, batch_size=1,
+                        csv_file=str(tmp_path / "*" / "s.csv"),
+                        target_columns=("v",))
+    _, series = data.eval_series(config, str(tmp_path))
+    assert [(s.name, len(s.times)) for s in series] == [("s.csv", 10)] * 2
