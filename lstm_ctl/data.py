@@ -355,3 +355,79 @@ def train_dataset(task, arrays, seq_len, state_mode, seed):
     if state_mode == "carry":
         return stream_dataset(task, arrays, seq_len)
     return shuffled_dataset(task, arrays, seq_len, seed)
+
+
+# ===================================================================
+# provisional: replaced by the data layer's implementation
+# (Series, eval_series, denormalize as the data layer will provide them,
+# for today's data: one text or CSV file = one stream named after the
+# file's base name; sine: the eval-seed signals, cut at half.)
+@dataclasses.dataclass
+class Series:
+    """One stream before the lane layout: a CSV entity or file, a text file,
+    a sine signal. Next-step pairs are inputs[t] -> targets[t + 1]."""
+    name: str              # the file's base name, or "0", "1", ... (sine)
+    inputs: np.ndarray     # [L, D] float32 normalised, or [L] int32 ids
+    targets: np.ndarray    # [L, O] float32 normalised, or [L] int32 ids
+    weights: np.ndarray    # [L] float32: 0 where row t's target is missing
+    times: list            # [L] the time column's value, or the row index
+    cut: int               # rows [0, cut) history, rows [cut, L) hold-out
+
+
+def eval_series(config, model_dir):
+    """(Task, List[Series]) for evaluation, with the vocabulary /
+    normalisation saved in model_dir."""
+    d = config.data if hasattr(config, "data") else config
+    if d.task == "sine":
+        task = Task("sine", 1, 1, "mse", "rmse", "repeat-last-value")
+        signals = sine_streams(d.seed + 1_000_003)
+        values = [next(signals) for _ in range(d.batch_size)]
+        names = [str(i) for i in range(len(values))]
+        cuts = [len(v) // 2 for v in values]
+        targets = values
+    elif d.task == "text":
+        text = read_text(d.text_file)
+        task, _ = text_task(_one_lane(d), "train", model_dir)
+        index = {ch: i for i, ch in enumerate(task.vocab)}
+        values = [np.array([index[ch] for ch in text], np.int32)]
+        targets, names = values, [_base_name(d.text_file)]
+        cuts = [_holdout_cut(len(text))]
+    elif d.task == "csv":
+        header, raw = read_csv(d.csv_file, d.target_columns)
+        task, _ = csv_task(_one_lane(d), "train", model_dir)
+        norm = task.norm
+        scaled = ((raw - np.array(norm["mean"])) / np.array(norm["std"])
+                  ).astype(np.float32)
+        values, targets = [scaled], [scaled[:, norm["targets"]]]
+        names, cuts = [_base_name(d.csv_file)], [_holdout_cut(len(raw))]
+    else:
+        raise ValueError(f"unknown task {d.task!r}")
+    task.input_columns = task.norm["columns"] if task.norm else None
+    task.target_columns = (list(d.target_columns) if task.norm else None)
+    series = [Series(name, v, t, np.ones(len(v), np.float32),
+                     list(range(len(v))), cut)
+              for name, v, t, cut in zip(names, values, targets, cuts)]
+    return task, series
+
+
+def denormalize(task, y):
+    """[..., O] normalised target values -> data units (identity for sine)."""
+    if task.norm is None:
+        return np.asarray(y)
+    idx = task.norm["targets"]
+    return (np.asarray(y) * np.array(task.norm["std"])[idx]
+            + np.array(task.norm["mean"])[idx])
+
+
+def _one_lane(d):
+    return dataclasses.replace(d, batch_size=1)
+
+
+def _base_name(path):
+    return os.path.basename(path)
+
+
+def _holdout_cut(length):
+    return length - max(1, int(length * HOLDOUT_FRACTION))
+# end of provisional block
+# ===================================================================
