@@ -19,7 +19,6 @@ from lstm_ctl import state as state_lib
 from lstm_ctl.builders import batch_signature, build_model
 
 
-WARMUPS = ("history", "none")
 DEFAULT_WARMUP = {"sine": "none", "text": "history", "csv": "history"}
 
 

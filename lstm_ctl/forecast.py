@@ -21,7 +21,7 @@ from lstm_ctl.state import LSTMState
 
 WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
 PLOT_HISTORY = 50       # history rows shown before the hold-out
-PLOT_STEPS = 200        # hold-out rows shown (at least the forecast's)
+PLOT_STEPS = 150        # hold-out rows shown (at least the forecast's)
 MAX_PANELS = 4
 
 
@@ -283,7 +283,8 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
     panels = [(i, c) for i in range(len(series))
               for c in range(1 if task.loss == "xent" else len(cols))]
     panels = panels[:MAX_PANELS]
-    fig = Figure(figsize=(10, 2.4 * len(panels) + 0.6), dpi=80)
+    fig = Figure(figsize=(10, 2.2 * len(panels) + 1.0), dpi=80,
+                 layout="constrained")
     FigureCanvasAgg(fig)
     horizon = 0 if not paths else next(iter(paths.values())).shape[1]
     for k, (i, c) in enumerate(panels):
@@ -322,11 +323,11 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
             ax.set_ylabel(cols[c])
         ax.set_title(f"stream {s.name}", fontsize=9, loc="left")
         if k == 0:
-            ax.legend(fontsize=7, ncol=3, loc="upper right")
-    fig.suptitle(title, fontsize=10)
+            ax.set_title(title, fontsize=8, loc="right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center",
+               ncol=3, fontsize=8)
     fig.supxlabel("row of the stream (hold-out right of the gray line)",
                   fontsize=8)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

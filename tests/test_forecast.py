@@ -178,20 +178,33 @@ def test_forecast_equals_a_step_loop_fed_its_own_predictions(csv_dir):
     run, raw = csv_dir
     ev = _restored(run)
     model, _, scaled, state = _independent_predictions(run, raw)
-    mean = np.array(json.loads((pathlib.Path(run) /
-                                "normalization.json").read_text())["mean"])
-    std = np.array(json.loads((pathlib.Path(run) /
-                               "normalization.json").read_text())["std"])
-    x, hand = scaled[None, -1], []
-    for _ in range(6):
-        y, state = model.step(x, state)
-        y = y.numpy()[0]                      # order b, a, c
-        hand.append(y * std[[1, 0, 2]] + mean[[1, 0, 2]])
-        x = y[None, [1, 0, 2]]                # back to a, b, c
+    norm = json.loads((pathlib.Path(run) / "normalization.json").read_text())
+    mean, std = np.array(norm["mean"]), np.array(norm["std"])
+
+    def step_loop(state, x, steps):
+        hand = []
+        for _ in range(steps):
+            y, state = model.step(x[None], state)
+            y = y.numpy()[0]                      # order b, a, c
+            hand.append(y * std[[1, 0, 2]] + mean[[1, 0, 2]])
+            x = y[[1, 0, 2]]                      # back to a, b, c
+        return np.array(hand)
+
     values = ev.forecaster.forecast(ev.series, 6)
     assert values.shape == (1, 6, 3)
-    np.testing.assert_allclose(values[0], np.array(hand), rtol=1e-5,
-                               atol=1e-5 * std.max())
+    tol = dict(rtol=1e-5, atol=1e-5 * std.max())
+    np.testing.assert_allclose(values[0], step_loop(state, scaled[-1], 6),
+                               **tol)
+    # On the hold-out, from the end of the history: carry from the state of
+    # the whole history, reset from the last seq_len rows alone.
+    cut, seq = ev.series[0].cut, ev.config.data.seq_len
+    _, paths = ev.forecaster.skill(ev.series, 5)
+    _, history = model(scaled[None, :cut - 1])
+    np.testing.assert_allclose(paths["forecast_carry"][0],
+                               step_loop(history, scaled[cut - 1], 5), **tol)
+    _, short = model(scaled[None, cut - seq:cut - 1])
+    np.testing.assert_allclose(paths["forecast_reset"][0],
+                               step_loop(short, scaled[cut - 1], 5), **tol)
     # Data units: the forecast of b lives near b's scale, not near 0.
     assert abs(values[0, 0, 0] - raw[:, 1].mean()) < 3 * raw[:, 1].std()
 
