@@ -300,7 +300,7 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
                                                             keepdims=True))
                 bits = -logp[np.arange(n), s.targets[a:a + n]] / np.log(2)
                 ax.plot(rows, bits, color=color, lw=0.8, label=name)
-            ax.set_ylabel("bits")
+            ax.set_ylabel("bits of the next character")
         else:
             h0 = max(a - PLOT_HISTORY, 0)
             ax.plot(np.arange(h0, a + n), data.denormalize(
@@ -326,8 +326,9 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
             ax.set_title(title, fontsize=8, loc="right")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center",
                ncol=3, fontsize=8)
-    fig.supxlabel("row of the stream (hold-out right of the gray line)",
-                  fontsize=8)
+    fig.supxlabel("row of the stream" + (" (the hold-out)" if task.loss ==
+                                         "xent" else " (hold-out right of "
+                                         "the gray line)"), fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -226,6 +226,10 @@ def test_forecast_needs_every_input_to_be_a_target(tmp_path):
     assert lines[0].startswith("evaluate.py: error: --forecast")
     assert "['hour']" in lines[0] and "no future" in lines[0]
     assert sorted(os.listdir(run)) == before
+    result = _evaluate(f"--model_dir={run}", "--forecast_csv=f.csv")
+    assert result.returncode == 1
+    assert "--forecast_csv needs --forecast=H" in result.stderr
+    assert not (ROOT / "f.csv").exists()
 
 
 def test_text_predictions_are_characters_and_argmax(tmp_path):
