@@ -36,7 +36,8 @@ flags.DEFINE_string("predictions_csv", None, "Write the one-step "
                     "predictions of the hold-out here (data units).")
 flags.DEFINE_integer("forecast", 0, "Forecast this many steps, feeding "
                      "each prediction back (needs every input column to be "
-                     "a target); reports forecast RMSE on the hold-out.",
+                     "a target); reports forecast RMSE on the hold-out "
+                     "(sine, csv).",
                      lower_bound=0)
 flags.DEFINE_string("forecast_csv", None, "Write the --forecast steps after "
                     "each whole series here (data units).")

@@ -140,7 +140,7 @@ class Evaluator:
                 self._writer(mode).scalars(step, values)
         carry, reset, warm = predictions
         paths = None
-        if self.horizon:
+        if self.horizon and self.task.loss != "xent":  # RMSE: numbers only
             rmse, paths = self.forecaster.skill(self.series, self.horizon,
                                                 warm)
             rows += [dict(checkpoint=path, step=step, state_mode=name,

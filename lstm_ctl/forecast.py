@@ -53,13 +53,12 @@ def _rmse(pred, actual, weights):
 
 
 def feedback(task):
-    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out).
-
-    A ValueError when some input column is not a target: it has no future.
+    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out; text:
+    the most likely character). A ValueError when some input column is not
+    a target: it has no future.
     """
     if task.loss == "xent":
-        raise ValueError("--forecast rolls out numeric series (sine, csv); "
-                         "for text, generate with --sample=N.")
+        return lambda y: tf.one_hot(tf.argmax(y, -1), task.input_dim)
     if task.input_columns is None:
         return lambda y: y
     missing = [c for c in task.input_columns if c not in task.target_columns]
@@ -151,10 +150,11 @@ class Forecaster:
         return losses.finalize(self.task, totals)
 
     def rollout(self, state, x_last, horizon):
-        """`[B, horizon, O]` normalised: `model.step` on `x_last [B, D]` from
-        `state`, then on each of its own predictions."""
+        """`[B, horizon, O]` normalised (text: logits): `model.step` on the
+        inputs `x_last` (`[B, D]`, or `[B]` ids) from `state`, then on each
+        of its own predictions."""
         feed = feedback(self.task)
-        x, ys = tf.constant(np.asarray(x_last, np.float32)), []
+        x, ys = self._features(np.asarray(x_last)), []
         for _ in range(horizon):
             y, state = self._step(x, state)
             ys.append(np.asarray(y))
@@ -162,12 +162,15 @@ class Forecaster:
         return np.stack(ys, 1)
 
     def forecast(self, series, horizon):
-        """`[B, horizon, O]` in data units: the roll-out after the whole
-        series (history and hold-out), from the carried state."""
+        """`[B, horizon, O]` in data units (text: logits): the roll-out
+        after the whole series (history and hold-out), from the carried
+        state."""
         state = self.warm_up(series, [len(s.inputs) - 1 for s in series])
         x_last = np.stack([s.inputs[-1] for s in series])
-        return data.denormalize(self.task,
-                                self.rollout(state, x_last, horizon))
+        values = self.rollout(state, x_last, horizon)
+        if self.task.loss == "xent":
+            return values
+        return data.denormalize(self.task, values)
 
     def skill(self, series, horizon, warm_state=None):
         """Forecasts of the first `horizon` hold-out rows from the end of the
@@ -240,8 +243,13 @@ def prediction_rows(task, series, carry, reset, max_steps=0):
 
 
 def forecast_rows(task, series, values):
-    """Rows `[stream, step, column, forecast]`, step 1..H, data units."""
+    """Rows `[stream, step, column, forecast]`, step 1..H, data units
+    (text: the characters)."""
     cols = _columns(task)
+    if task.loss == "xent":
+        return [[s.name, h + 1, cols[0], task.vocab[int(i)]]
+                for s, ids in zip(series, values.argmax(-1))
+                for h, i in enumerate(ids)]
     return [[s.name, h + 1, name, _fmt(values[i, h, c])]
             for i, s in enumerate(series) for h in range(values.shape[1])
             for c, name in enumerate(cols)]

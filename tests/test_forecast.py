@@ -252,6 +252,19 @@ def test_text_predictions_are_characters_and_argmax(tmp_path):
     assert [int(r[1]) for r in rows] == list(range(cut, len(body)))
     assert [r[4] for r in rows] == [
         vocab[i] for i in np.argmax(logits[0, cut - 1:], -1)]
+    # Forecast: greedy characters from the state after the whole text.
+    ev.horizon = 8
+    ev.write_outputs(forecast_csv=str(tmp_path / "f.csv"))
+    _, state = ev.model(tf.one_hot([[vocab.index(ch) for ch in body[:-1]]],
+                                   len(vocab)))
+    x, greedy = body[-1], []
+    for _ in range(8):
+        y, state = ev.model.step(tf.one_hot([vocab.index(x)], len(vocab)),
+                                 state)
+        x = vocab[int(np.argmax(y[0]))]
+        greedy.append(x)
+    assert _read_csv(tmp_path / "f.csv")[1:] == [
+        ["t.txt", str(h + 1), "char", ch] for h, ch in enumerate(greedy)]
 
 
 @pytest.mark.slow
