@@ -134,8 +134,11 @@ class Forecaster:
                 pieces.append(s.inputs[k:min(k + self.seq_len, b - 1)])
                 owners.append(i)
         outs, _ = self.run(pieces)
-        reset = [np.concatenate([o for o, j in zip(outs, owners) if j == i]
-                                or [c[:0]]) for i, c in enumerate(carry)]
+        by_stream = [[] for _ in series]
+        for out, i in zip(outs, owners):
+            by_stream[i].append(out)
+        reset = [np.concatenate(p) if p else c[:0]
+                 for p, c in zip(by_stream, carry)]
         return carry, reset
 
     def score(self, series, outputs, max_steps=0):
@@ -194,8 +197,9 @@ class Forecaster:
                 for s, (a, _) in zip(series, sp)])}
         paths = {k: data.denormalize(self.task, v) for k, v in paths.items()}
         n = [min(horizon, b - a) for a, b in sp]
-        actual = np.concatenate([data.denormalize(self.task, s.targets[a:a + k])
-                                 for s, (a, _), k in zip(series, sp, n)])
+        actual = np.concatenate([
+            data.denormalize(self.task, s.targets[a:a + k])
+            for s, (a, _), k in zip(series, sp, n)])
         weights = np.concatenate([s.weights[a:a + k]
                                   for s, (a, _), k in zip(series, sp, n)])
         rmse = {name: _rmse(np.concatenate([p[i, :k]
