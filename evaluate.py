@@ -27,6 +27,22 @@ flags.DEFINE_float("watch_timeout", 600.0, "Seconds to wait for a new "
 flags.DEFINE_enum("state_mode", "both", config_lib.EVAL_MODES,
                   "carry: the state flows over the whole eval stream; "
                   "reset: it restarts at every chunk; both: side by side.")
+flags.DEFINE_enum("warmup", None, ["history", "none"],
+                  "history: each stream's hold-out starts from the state its "
+                  "history left (one lane per stream; sine: the first half "
+                  "of each eval signal); none: from the initial state. "
+                  "Default: history for csv and text, none for sine.")
+flags.DEFINE_string("predictions_csv", None, "Write the one-step "
+                    "predictions of the hold-out here (data units).")
+flags.DEFINE_integer("forecast", 0, "Forecast this many steps, feeding "
+                     "each prediction back (needs every input column to be "
+                     "a target); reports forecast RMSE on the hold-out "
+                     "(sine, csv).",
+                     lower_bound=0)
+flags.DEFINE_string("forecast_csv", None, "Write the --forecast steps after "
+                    "each whole series here (data units).")
+flags.DEFINE_string("plot", None, "Also write the predictions figure to "
+                    "this PNG file.")
 flags.DEFINE_integer("eval_steps", 0, "Chunks of the eval stream to use "
                      "(0: all).", lower_bound=0)
 flags.DEFINE_string("output_json", None, "Also write the numbers here.")
@@ -42,6 +58,10 @@ flags.mark_flag_as_required("model_dir")
 flags.register_validator("temperature", lambda v: v > 0,
                          "--temperature must be > 0.")
 flags.register_multi_flags_validator(
+    ["forecast_csv", "forecast"],
+    lambda f: not f["forecast_csv"] or f["forecast"] > 0,
+    "--forecast_csv needs --forecast=H (the number of steps, > 0).")
+flags.register_multi_flags_validator(
     ["all", "watch", "checkpoint"],
     lambda f: sum([bool(f["all"]), bool(f["watch"]),
                    bool(f["checkpoint"])]) <= 1,
@@ -51,9 +71,11 @@ flags.register_multi_flags_validator(
 def run():
     from lstm_ctl import checkpoints, evaluation  # imports TensorFlow
 
-    evaluator = evaluation.Evaluator(FLAGS.model_dir)
+    evaluator = evaluation.Evaluator(FLAGS.model_dir, FLAGS.warmup,
+                                     FLAGS.forecast)
     metric = evaluator.task.metric
-    chunks = evaluator.arrays.steps // evaluator.config.data.seq_len
+    chunks = (evaluator.arrays.steps // evaluator.config.data.seq_len
+              if evaluator.arrays is not None else 0)
     if chunks == 1 and FLAGS.state_mode != "reset":
         print("Note: the eval stream holds one chunk per stream, so carry "
               "and reset give the same numbers here.")
@@ -95,6 +117,10 @@ def run():
         with open(FLAGS.output_json, "w") as f:
             json.dump(rows, f, indent=2)
         print(f"Wrote {FLAGS.output_json}")
+    if evaluator.last is not None:
+        for path in evaluator.write_outputs(FLAGS.predictions_csv,
+                                            FLAGS.forecast_csv, FLAGS.plot):
+            print(f"Wrote {path}")
     if FLAGS.sample and rows:
         text = evaluation.sample_text(evaluator.model, evaluator.task,
                                     FLAGS.prime, FLAGS.sample,

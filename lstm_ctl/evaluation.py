@@ -1,8 +1,10 @@
 """Evaluation: rebuild a run from config.json, restore checkpoints, measure.
 
-The eval stream (held-out data) is run as parallel streams like training.
-`carry` carries the state over the whole stream; `reset` restarts it at every
-chunk. The difference says whether carrying state pays.
+`warmup="none"`: the eval stream (held-out data) is run as parallel streams
+like training. `warmup="history"`: one lane per stream, whose hold-out starts
+from the state its history left (`forecast.Forecaster`). `carry` carries the
+state over the whole hold-out; `reset` restarts it at every chunk. The
+difference says whether carrying state pays.
 """
 
 import os
@@ -11,25 +13,43 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, config as config_lib, data, losses
-from lstm_ctl import summaries
+from lstm_ctl import checkpoints, config as config_lib, data, forecast
+from lstm_ctl import losses, summaries
 from lstm_ctl import state as state_lib
 from lstm_ctl.builders import batch_signature, build_model
 
 
-class Evaluator:
-    """Evaluates the checkpoints of one model dir on its eval stream."""
+DEFAULT_WARMUP = {"sine": "none", "text": "history", "csv": "history"}
 
-    def __init__(self, model_dir):
+
+class Evaluator:
+    """Evaluates the checkpoints of one model dir on its eval streams.
+
+    `warmup`: "history" or "none" (None: the task's default); `horizon`:
+    forecast that many steps (0: none), which needs an autoregressive task.
+    """
+
+    def __init__(self, model_dir, warmup=None, horizon=0):
         self.model_dir = model_dir
         self.config = config_lib.load(model_dir)
-        self.task, self.arrays = data.build_task(self.config.data, "eval",
-                                                 model_dir)
+        self.task, self.series = data.eval_series(self.config, model_dir)
+        self.warmup = warmup or DEFAULT_WARMUP[self.config.data.task]
+        self.horizon = horizon
+        if horizon:
+            forecast.feedback(self.task)  # raises when not autoregressive
+        self.arrays = self.dataset = None
+        if self.warmup == "none":
+            _, self.arrays = data.build_task(self.config.data, "eval",
+                                             model_dir)
+            # Built once: every checkpoint and state mode reads the same
+            # chunks.
+            self.dataset = data.stream_dataset(self.task, self.arrays,
+                                               self.config.data.seq_len,
+                                               repeat=False)
         self.model = build_model(self.config, self.task)
-        # Built once: every checkpoint and state mode reads the same chunks.
-        self.dataset = data.stream_dataset(self.task, self.arrays,
-                                           self.config.data.seq_len,
-                                           repeat=False)
+        self.forecaster = forecast.Forecaster(self.model, self.task,
+                                              self.config.data.seq_len)
+        self.last = None  # the last checkpoint's predictions and figure
         self.trace_count = 0
         self.eval_step = self._make_eval_step()
         self._writers = {}
@@ -72,8 +92,23 @@ class Evaluator:
                                             warn)
         return path or checkpoints.require_checkpoint(self.model_dir)
 
-    def evaluate(self, state_mode, eval_steps=0):
+    def predictions(self, eval_steps=0):
+        """Hold-out predictions of every stream, `(carry, reset, warm
+        state)`: carry from the state its history left (warmup="history",
+        else the initial state and `warm state` None)."""
+        warm = (self.forecaster.warm_up(self.series)
+                if self.warmup == "history" else None)
+        carry, reset = self.forecaster.predict(
+            self.series, warm, eval_steps * self.config.data.seq_len)
+        return carry, reset, warm
+
+    def evaluate(self, state_mode, eval_steps=0, predictions=None):
         """`{"loss", <metric>}` of the current weights in one state mode."""
+        if self.warmup == "history":
+            carry, reset, _ = predictions or self.predictions(eval_steps)
+            return self.forecaster.score(
+                self.series, carry if state_mode == "carry" else reset,
+                eval_steps * self.config.data.seq_len)
         dataset = self.dataset.take(eval_steps) if eval_steps else \
             self.dataset
         state = self.model.initial_state(self.arrays.lanes)
@@ -88,25 +123,68 @@ class Evaluator:
     def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
                             write_summaries=True, restore=True):
         """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
-        (restored first unless `restore=False`)."""
+        (restored first unless `restore=False`), then with a horizon the
+        forecast rows `{..., state_mode: forecast_carry|forecast_reset|
+        forecast_naive, horizon, rmse}`. Keeps the predictions and the
+        figure in `self.last`; the figure also goes to TensorBoard."""
         step = (self.restore(path) if restore
                 else checkpoints.checkpoint_step(path))
         modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
+        predictions = self.predictions(eval_steps)
         rows = []
         for mode in modes:
-            values = self.evaluate(mode, eval_steps)
+            values = self.evaluate(mode, eval_steps, predictions)
             rows.append(dict(checkpoint=path, step=step, state_mode=mode,
                              **values))
             if write_summaries:
                 self._writer(mode).scalars(step, values)
+        carry, reset, warm = predictions
+        paths = None
+        if self.horizon and self.task.loss != "xent":  # RMSE: numbers only
+            rmse, paths = self.forecaster.skill(self.series, self.horizon,
+                                                warm)
+            rows += [dict(checkpoint=path, step=step, state_mode=name,
+                          horizon=self.horizon, rmse=value)
+                     for name, value in rmse.items()]
+        png = forecast.figure_png(self.task, self.series, carry, reset, paths,
+                                  title=f"{path} (step {step})")
+        if write_summaries:
+            self._writer("").image(step, "predictions", png)
+        self.last = dict(carry=carry, reset=reset, png=png,
+                         max_steps=eval_steps * self.config.data.seq_len)
         for w in self._writers.values():
             w.flush()
         return rows
 
+    def write_outputs(self, predictions_csv=None, forecast_csv=None,
+                      plot=None):
+        """Files of the last evaluated checkpoint: the hold-out predictions,
+        the forecast after each whole series, the figure. Returns paths."""
+        written = []
+        if predictions_csv:
+            forecast.write_csv(predictions_csv, forecast.PREDICTION_HEADER,
+                               forecast.prediction_rows(
+                                   self.task, self.series, self.last["carry"],
+                                   self.last["reset"],
+                                   self.last["max_steps"]))
+            written.append(predictions_csv)
+        if forecast_csv:
+            values = self.forecaster.forecast(self.series, self.horizon)
+            forecast.write_csv(forecast_csv, forecast.FORECAST_HEADER,
+                               forecast.forecast_rows(self.task, self.series,
+                                                      values))
+            written.append(forecast_csv)
+        if plot:
+            with open(plot, "wb") as f:
+                f.write(self.last["png"])
+            written.append(plot)
+        return written
+
     def _writer(self, mode):
+        """The writer of run `eval/<mode>` (mode "": run `eval`)."""
         if mode not in self._writers:
             self._writers[mode] = summaries.Writer(
-                os.path.join(self.model_dir, "eval", mode))
+                os.path.join(self.model_dir, "eval", *[mode][:bool(mode)]))
         return self._writers[mode]
 
     def close(self):
@@ -144,7 +222,10 @@ def watch(model_dir, timeout, poll_seconds=1.0, seen=()):
 
 
 def format_table(rows, metric):
-    """A text table of eval rows, with reset - carry where both were run."""
+    """A text table of eval rows, with reset - carry where both were run,
+    then the forecast rows."""
+    skill = [r for r in rows if "rmse" in r and "loss" not in r]
+    rows = [r for r in rows if "loss" in r]
     width = max([len("checkpoint")] + [len(r["checkpoint"]) for r in rows])
     row = f"{{:<{width}}}  {{:>7}}  {{:<13}}  {{:>10}}  {{:>10}}"
     lines = [row.format("checkpoint", "step", "state", "loss", metric)]
@@ -159,6 +240,8 @@ def format_table(rows, metric):
                 "", "", "reset - carry",
                 f"{pair['reset']['loss'] - pair['carry']['loss']:+.5f}",
                 f"{pair['reset'][metric] - pair['carry'][metric]:+.5f}"))
+    if skill:
+        lines += ["", forecast.format_skill(skill)]
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ Tags (under `<model_dir>/train`):
   their path inside the model, e.g. `cell_0/kernel`, `head/bias`),
   `state/h_<layer>`, `state/c_<layer>` (the carried state);
 - text `config` (the config as JSON) and the HParams plugin's session data.
+Under `<model_dir>/eval`: the image `predictions` (a PNG figure) per
+checkpoint.
 """
 
 import json
@@ -61,6 +63,11 @@ class Writer:
             for i, layer_state in enumerate(state or ()):
                 tf.summary.histogram(f"state/h_{i}", layer_state.h)
                 tf.summary.histogram(f"state/c_{i}", layer_state.c)
+
+    def image(self, step, name, png):
+        """A PNG image (bytes) for the Images tab."""
+        with self.writer.as_default(step=int(step)):
+            tf.summary.image(name, tf.io.decode_png(png)[None])
 
     def config(self, config_dict, step=0):
         """The run's config as text and as HParams (once per run)."""

@@ -1,0 +1,346 @@
+"""Warm-up over the history, one-step predictions, autoregressive roll-out,
+CSV out and figures, on the streams of `data.eval_series` (one lane each).
+
+Next-step pairs are inputs[t] -> targets[t + 1]. A stream's history is rows
+[0, cut). Warming up runs the model, unscored, over the pairs whose target is
+a history row (inputs [0, cut - 1)); the hold-out steps are the pairs whose
+target is a hold-out row (inputs [cut - 1, L - 1) -> targets [cut, L)), so
+every hold-out row is predicted once, the first one from the state that the
+whole history left. A roll-out from a state feeds the last observed input,
+then each prediction back as the next input.
+"""
+
+import csv
+import io
+
+import numpy as np
+import tensorflow as tf
+
+from lstm_ctl import data, losses
+from lstm_ctl.state import LSTMState
+
+WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
+PLOT_HISTORY = 50       # history rows shown before the hold-out
+PLOT_STEPS = 150        # hold-out rows shown (at least the forecast's)
+MAX_PANELS = 4
+
+
+def _pad(parts, dtype):
+    """`[T_i, ...]` arrays -> (`[B, T, ...]` zero-padded, mask `[B, T]`)."""
+    steps = max([len(p) for p in parts] + [1])
+    shape = (len(parts), steps) + np.asarray(parts[0]).shape[1:]
+    values, mask = np.zeros(shape, dtype), np.zeros(shape[:2], bool)
+    for i, p in enumerate(parts):
+        values[i, :len(p)] = p
+        mask[i, :len(p)] = True
+    return values, mask
+
+
+def spans(series, max_steps=0):
+    """`(a, b)` per stream: the hold-out steps predict rows [a, b)."""
+    out = []
+    for s in series:
+        a = max(s.cut, 1)
+        b = len(s.targets) if not max_steps else min(len(s.targets),
+                                                     a + max_steps)
+        out.append((a, b))
+    return out
+
+
+def _rmse(pred, actual, weights):
+    err = ((pred - actual) ** 2).mean(-1)
+    return float(np.sqrt((err * weights).sum() / max(weights.sum(), 1e-12)))
+
+
+def feedback(task):
+    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out; text:
+    the most likely character). A ValueError when some input column is not
+    a target: it has no future.
+    """
+    if task.loss == "xent":
+        return lambda y: tf.one_hot(tf.argmax(y, -1), task.input_dim)
+    if task.input_columns is None:
+        return lambda y: y
+    missing = [c for c in task.input_columns if c not in task.target_columns]
+    if missing:
+        raise ValueError(
+            f"--forecast feeds the model's predictions back as its next "
+            f"inputs, so every input column must be a target; input "
+            f"column(s) {missing} are not targets {task.target_columns} and "
+            "have no future. Train with them in --target_columns to "
+            "forecast.")
+    idx = [task.target_columns.index(c) for c in task.input_columns]
+    return lambda y: tf.gather(y, idx, axis=-1)
+
+
+class Forecaster:
+    """Runs one model over `data.Series` streams, one lane per stream."""
+
+    def __init__(self, model, task, seq_len):
+        self.model, self.task, self.seq_len = model, task, seq_len
+        state_spec = tuple(
+            LSTMState(tf.TensorSpec([None, model.units], tf.float32),
+                      tf.TensorSpec([None, model.units], tf.float32))
+            for _ in range(model.num_layers))
+        self._step = tf.function(model.step, input_signature=[
+            tf.TensorSpec([None, task.input_dim], tf.float32), state_spec])
+
+    def _features(self, x):
+        if self.task.loss == "xent":
+            return tf.one_hot(x, self.task.input_dim, dtype=tf.float32)
+        return tf.constant(x, tf.float32)
+
+    def _dtype(self):
+        return np.int32 if self.task.loss == "xent" else np.float32
+
+    def run(self, parts, state=None, chunk=0):
+        """The model over `parts` (inputs `[T_i, ...]`, one lane each) from
+        `state` (None: the initial state): (outputs list, final state)."""
+        x, mask = _pad(parts, self._dtype())
+        if state is None:
+            state = self.model.initial_state(len(parts))
+        chunk = chunk or x.shape[1]
+        outs = []
+        for k in range(0, x.shape[1], chunk):
+            out, state = self.model(self._features(x[:, k:k + chunk]),
+                                    initial_state=state,
+                                    mask=mask[:, k:k + chunk])
+            outs.append(np.asarray(out))
+        out = np.concatenate(outs, 1)
+        return [out[i, :len(p)] for i, p in enumerate(parts)], state
+
+    def warm_up(self, series, ends=None):
+        """The state after each stream's history, `[B, units]` per layer:
+        the model over inputs [0, end) (default end: cut - 1), unscored."""
+        ends = ends or [a - 1 for a, _ in spans(series)]
+        _, state = self.run([s.inputs[:e] for s, e in zip(series, ends)],
+                            chunk=WARMUP_CHUNK)
+        return state
+
+    def predict(self, series, warm_state=None, max_steps=0):
+        """One-step predictions of the hold-out steps (outputs: normalised
+        values or logits), `(carry, reset)`, each a list of `[n_i, O]`.
+
+        carry: from `warm_state` (None: the initial state) over the whole
+        hold-out; reset: every chunk of `seq_len` steps from the initial
+        state.
+        """
+        sp = spans(series, max_steps)
+        carry, _ = self.run([s.inputs[a - 1:b - 1]
+                             for s, (a, b) in zip(series, sp)], warm_state)
+        pieces, owners = [], []
+        for i, (s, (a, b)) in enumerate(zip(series, sp)):
+            for k in range(a - 1, b - 1, self.seq_len):
+                pieces.append(s.inputs[k:min(k + self.seq_len, b - 1)])
+                owners.append(i)
+        outs, _ = self.run(pieces)
+        by_stream = [[] for _ in series]
+        for out, i in zip(outs, owners):
+            by_stream[i].append(out)
+        reset = [np.concatenate(p) if p else c[:0]
+                 for p, c in zip(by_stream, carry)]
+        return carry, reset
+
+    def score(self, series, outputs, max_steps=0):
+        """`{"loss", <metric>}` of hold-out predictions, as `losses` does."""
+        totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}
+        for s, (a, b), out in zip(series, spans(series, max_steps), outputs):
+            sums = losses.batch_sums(self.task, tf.constant(out[None]),
+                                     s.targets[None, a:b],
+                                     s.weights[None, a:b])
+            for k in totals:
+                totals[k] += float(sums[k])
+        return losses.finalize(self.task, totals)
+
+    def rollout(self, state, x_last, horizon):
+        """`[B, horizon, O]` normalised (text: logits): `model.step` on the
+        inputs `x_last` (`[B, D]`, or `[B]` ids) from `state`, then on each
+        of its own predictions."""
+        feed = feedback(self.task)
+        x, ys = self._features(np.asarray(x_last)), []
+        for _ in range(horizon):
+            y, state = self._step(x, state)
+            ys.append(np.asarray(y))
+            x = feed(y)
+        return np.stack(ys, 1)
+
+    def forecast(self, series, horizon):
+        """`[B, horizon, O]` in data units (text: logits): the roll-out
+        after the whole series (history and hold-out), from the carried
+        state."""
+        state = self.warm_up(series, [len(s.inputs) - 1 for s in series])
+        x_last = np.stack([s.inputs[-1] for s in series])
+        values = self.rollout(state, x_last, horizon)
+        if self.task.loss == "xent":
+            return values
+        return data.denormalize(self.task, values)
+
+    def skill(self, series, horizon, warm_state=None):
+        """Forecasts of the first `horizon` hold-out rows from the end of the
+        history, in data units: `({"forecast_carry": rmse, ...}, paths)`.
+
+        carry: from the state of the whole history; reset: from the state of
+        only its last `seq_len` rows, started from the initial state; naive:
+        the last history value repeated.
+        """
+        sp = spans(series)
+        if warm_state is None:
+            warm_state = self.warm_up(series)
+        x_last = np.stack([s.inputs[a - 1] for s, (a, _) in zip(series, sp)])
+        _, short = self.run([s.inputs[max(a - self.seq_len, 0):a - 1]
+                             for s, (a, _) in zip(series, sp)])
+        paths = {
+            "forecast_carry": self.rollout(warm_state, x_last, horizon),
+            "forecast_reset": self.rollout(short, x_last, horizon),
+            "forecast_naive": np.stack([
+                np.repeat(s.targets[a - 1][None], horizon, 0)
+                for s, (a, _) in zip(series, sp)])}
+        paths = {k: data.denormalize(self.task, v) for k, v in paths.items()}
+        n = [min(horizon, b - a) for a, b in sp]
+        actual = np.concatenate([
+            data.denormalize(self.task, s.targets[a:a + k])
+            for s, (a, _), k in zip(series, sp, n)])
+        weights = np.concatenate([s.weights[a:a + k]
+                                  for s, (a, _), k in zip(series, sp, n)])
+        rmse = {name: _rmse(np.concatenate([p[i, :k]
+                                            for i, k in enumerate(n)]),
+                            actual, weights)
+                for name, p in paths.items()}
+        return rmse, paths
+
+
+# ------------------------------------------------------------------ output
+def _columns(task):
+    if task.loss == "xent":
+        return ["char"]
+    return task.target_columns or ["value"]
+
+
+def _fmt(v):
+    return f"{float(v):.7g}"
+
+
+def prediction_rows(task, series, carry, reset, max_steps=0):
+    """Rows `[stream, time, column, actual, predicted_carry,
+    predicted_reset]` of the hold-out steps, in data units (text: the
+    characters, predictions by argmax). `actual` is empty where the target
+    is missing (weight 0)."""
+    rows, cols = [], _columns(task)
+    for s, (a, b), pc, pr in zip(series, spans(series, max_steps), carry,
+                                 reset):
+        if task.loss == "xent":
+            actual = [[task.vocab[i]] for i in s.targets[a:b]]
+            pc = [[task.vocab[i]] for i in pc.argmax(-1)]
+            pr = [[task.vocab[i]] for i in pr.argmax(-1)]
+        else:
+            actual = [[_fmt(v) for v in r]
+                      for r in data.denormalize(task, s.targets[a:b])]
+            pc = [[_fmt(v) for v in r] for r in data.denormalize(task, pc)]
+            pr = [[_fmt(v) for v in r] for r in data.denormalize(task, pr)]
+        for j in range(b - a):
+            for c, name in enumerate(cols):
+                known = s.weights[a + j] > 0
+                rows.append([s.name, s.times[a + j], name,
+                             actual[j][c] if known else "", pc[j][c],
+                             pr[j][c]])
+    return rows
+
+
+def forecast_rows(task, series, values):
+    """Rows `[stream, step, column, forecast]`, step 1..H, data units
+    (text: the characters)."""
+    cols = _columns(task)
+    if task.loss == "xent":
+        return [[s.name, h + 1, cols[0], task.vocab[int(i)]]
+                for s, ids in zip(series, values.argmax(-1))
+                for h, i in enumerate(ids)]
+    return [[s.name, h + 1, name, _fmt(values[i, h, c])]
+            for i, s in enumerate(series) for h in range(values.shape[1])
+            for c, name in enumerate(cols)]
+
+
+PREDICTION_HEADER = ["stream", "time", "column", "actual", "predicted_carry",
+                     "predicted_reset"]
+FORECAST_HEADER = ["stream", "step", "column", "forecast"]
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def format_skill(rows):
+    """A text table of the forecast rows (`rmse` in data units)."""
+    width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in rows))
+    line = f"{{:<{width}}}  {{:>7}}  {{:<15}}  {{:>7}}  {{:>10}}"
+    out = [line.format("checkpoint", "step", "forecast", "steps", "rmse")]
+    out += [line.format(r["checkpoint"], r["step"], r["state_mode"],
+                        r["horizon"], f"{r['rmse']:.5f}") for r in rows]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ figure
+def figure_png(task, series, carry, reset, paths=None, title=""):
+    """PNG bytes: actual vs predicted (carry, reset) over the hold-out for
+    up to MAX_PANELS (stream, column) pairs, and the forecasts from the end
+    of the history when given (`skill`'s paths). Text: bits per character
+    of the actual next character, carry and reset. Matplotlib's Agg canvas,
+    without pyplot (no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = _columns(task)
+    panels = [(i, c) for i in range(len(series))
+              for c in range(1 if task.loss == "xent" else len(cols))]
+    panels = panels[:MAX_PANELS]
+    fig = Figure(figsize=(10, 2.2 * len(panels) + 1.0), dpi=80,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    horizon = 0 if not paths else next(iter(paths.values())).shape[1]
+    for k, (i, c) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, k + 1)
+        s = series[i]
+        a = spans([s])[0][0]
+        n = min(len(carry[i]), max(PLOT_STEPS, horizon))
+        rows = np.arange(a, a + n)
+        if task.loss == "xent":
+            for out, name, color in ((carry[i], "carry", "tab:blue"),
+                                     (reset[i], "reset", "tab:red")):
+                logp = out[:n] - np.log(np.exp(out[:n]).sum(-1,
+                                                            keepdims=True))
+                bits = -logp[np.arange(n), s.targets[a:a + n]] / np.log(2)
+                ax.plot(rows, bits, color=color, lw=0.8, label=name)
+            ax.set_ylabel("bits of the next character")
+        else:
+            h0 = max(a - PLOT_HISTORY, 0)
+            ax.plot(np.arange(h0, a + n), data.denormalize(
+                task, s.targets[h0:a + n])[:, c], color="black", lw=1.2,
+                label="actual")
+            ax.plot(rows, data.denormalize(task, carry[i][:n])[:, c],
+                    color="tab:blue", lw=1, label="predicted (carry)")
+            ax.plot(rows, data.denormalize(task, reset[i][:n])[:, c],
+                    color="tab:red", lw=0.8, alpha=0.7,
+                    label="predicted (reset)")
+            styles = {"forecast_carry": ("tab:green", "-"),
+                      "forecast_reset": ("tab:purple", "--"),
+                      "forecast_naive": ("gray", ":")}
+            for name, values in (paths or {}).items():
+                color, ls = styles[name]
+                m = min(horizon, len(carry[i]))
+                ax.plot(np.arange(a, a + m), values[i, :m, c], color=color,
+                        ls=ls, lw=1.6, label=f"{name} ({horizon} steps)")
+            ax.axvline(a - 0.5, color="gray", lw=0.5)
+            ax.set_ylabel(cols[c])
+        ax.set_title(f"stream {s.name}", fontsize=9, loc="left")
+        if k == 0:
+            ax.set_title(title, fontsize=8, loc="right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center",
+               ncol=3, fontsize=8)
+    fig.supxlabel("row of the stream" + (" (the hold-out)" if task.loss ==
+                                         "xent" else " (hold-out right of "
+                                         "the gray line)"), fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
