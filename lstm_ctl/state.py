@@ -77,6 +77,11 @@ class StateVariables(tf.Module):
             h.assign(s.h)
             c.assign(s.c)
 
+    def clear(self):
+        """Keeps nothing (batch size 0)."""
+        for v in self.h + self.c:
+            v.assign(tf.zeros([0, v.shape[1]], v.dtype))
+
     def value(self):
         """The kept values (batch size 0 when nothing is kept)."""
         return tuple(LSTMState(h.read_value(), c.read_value())
