@@ -6,6 +6,7 @@ import tensorflow as tf
 from lstm_ctl import fused, loop
 from lstm_ctl import state as state_lib
 from lstm_ctl.checks import ChecksMixin, check_constructor_args
+from lstm_ctl.fitting import FittingMixin
 from lstm_ctl.state import LSTMState
 from lstm_ctl.stateful import StatefulMixin, make_kept_variables
 
@@ -17,7 +18,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
+class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -61,6 +62,7 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         self.implementation = implementation
         self.seed = seed
         self.input_dim = None
+        self._fitting = False  # inside fit (see FittingMixin.evaluate)
         # `mask` is handled in `call`; outputs carry no Keras mask.
         self.supports_masking = True
         # Each cell is its own attribute so that tf.train.Checkpoint sees it.

@@ -47,7 +47,8 @@ class StatefulMixin:
         batch size is an error that says how to reset.
         """
         kept_batch = self.kept_state.batch_size()
-        kept = self.kept_state.value()
+        # Truncated BPTT: no gradient flows into earlier batches.
+        kept = state_lib.stop_gradient(self.kept_state.value())
         template = ("This stateful model keeps a state of batch size {} but "
                     "the inputs have batch size {}. Call "
                     "model.reset_state() to start over from the initial "
