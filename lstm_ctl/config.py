@@ -15,6 +15,7 @@ EVAL_MODES = ("carry", "reset", "both")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
 
 
@@ -50,6 +51,7 @@ class TrainConfig:
     state_mode: str = "carry"
     reset_every: int = 0
     jit_compile: bool = False
+    precision: str = "float32"
     strategy: str = "default"
     cpu_replicas: int = 0
     deterministic: bool = False
@@ -99,6 +101,8 @@ def validate(config: TrainConfig):
     check(config.state_mode in STATE_MODES,
           f"state_mode must be one of {STATE_MODES}; got "
           f"{config.state_mode!r}")
+    check(config.precision in PRECISIONS,
+          f"precision must be one of {PRECISIONS}; got {config.precision!r}")
     check(config.strategy in STRATEGIES,
           f"strategy must be one of {STRATEGIES}; got {config.strategy!r}")
     check(config.cpu_replicas >= 0,

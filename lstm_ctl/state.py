@@ -138,7 +138,9 @@ def normalize_state(state, num_layers, units, batch_size=None, name="state",
         if not isinstance(layer_state, (tuple, list)) or len(layer_state) != 2:
             raise ValueError(f"`{name}[{i}]` must be an LSTMState(h, c); got "
                              f"{_describe(layer_state)}.")
-        h, c = (tf.convert_to_tensor(t, dtype=dtype) for t in layer_state)
+        # Cast, not converted: a state of another float dtype (e.g. one
+        # computed in bfloat16) becomes the state dtype.
+        h, c = (tf.cast(tf.convert_to_tensor(t), dtype) for t in layer_state)
         for part, t in (("h", h), ("c", c)):
             if t.shape.rank != 2 or (t.shape[1] is not None
                                      and t.shape[1] != units):

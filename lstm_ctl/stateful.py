@@ -14,7 +14,7 @@ from lstm_ctl.state import LSTMState
 def make_kept_variables(model):
     """The kept state of a stateful `model`, as its attribute `kept_state`."""
     model.kept_state = state_lib.StateVariables(
-        model.num_layers, model.units, model.compute_dtype, name="kept_state")
+        model.num_layers, model.units, model.state_dtype, name="kept_state")
 
 
 class StatefulMixin:
@@ -94,7 +94,7 @@ class StatefulMixin:
         if state is not None:
             target = state_lib.normalize_state(
                 state, self.num_layers, self.units, None, "state",
-                self.compute_dtype)
+                self.state_dtype)
             target_batch = int(tf.shape(target[0].h)[0])
             state_lib.check_batch_size(target, target_batch, "state")
         else:

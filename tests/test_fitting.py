@@ -156,6 +156,17 @@ def test_stateful_fit_with_a_last_smaller_batch_is_a_clear_error():
         10))[0], atol=ATOL)
 
 
+def test_stateful_fit_runs_without_xla_even_when_asked():
+    x, y = delay_task(rows=8)
+    model = make(stateful=True)
+    with pytest.warns(UserWarning, match="jit_compile=False"):
+        model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    assert not model.jit_compile
+    losses = model.fit(x, y, batch_size=4, shuffle=False, epochs=2,
+                       verbose=0).history["loss"]
+    assert np.isfinite(losses).all()
+
+
 def frozen(model):
     """Compiled with a zero learning rate: fit runs, weights stay put."""
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
