@@ -77,7 +77,7 @@ class FittingMixin:
         if any(getattr(c, "every", None) == "batch" for c in callbacks or ()):
             return  # every batch starts over: any batch size will do
         rows, batch_size = int(x.shape[0]), batch_size or 32
-        if rows % batch_size:
+        if rows > batch_size and rows % batch_size:  # one batch is fine
             raise ValueError(
                 f"stateful {job}: {rows} rows do not divide into batches of "
                 f"{batch_size}, and the last batch of {rows % batch_size} "

@@ -178,3 +178,26 @@ def test_training_in_mixed_float16_scales_the_loss(tmp_path):
         scale = np.abs(np.asarray(a)).max() + 1e-6
         np.testing.assert_allclose(np.asarray(b) / scale,
                                    np.asarray(a) / scale, atol=1e-2)
+
+
+def test_a_keras_file_of_a_stateful_mixed_model_after_fit(tmp_path):
+    x = random_inputs(4, 5, 3)
+    y = random_inputs(4, 5, 2, seed=1)
+    model = LSTMModel(units=8, output_dim=2, input_dim=3, stateful=True,
+                      dtype="mixed_bfloat16")
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, batch_size=4, shuffle=False, epochs=2, verbose=0)
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    assert loaded.dtype_policy.name == "mixed_bfloat16" and loaded.stateful
+    assert loaded.state is None  # a .keras file holds no kept state
+    model.reset_state()
+    for _ in range(2):  # the second call continues the kept state
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                      model.predict(x, verbose=0))
+
+
+def test_an_unknown_precision_is_refused():
+    from lstm_ctl import config as config_lib
+    with pytest.raises(ValueError, match="precision must be one of"):
+        config_lib.validate(TrainConfig(precision="float8"))
