@@ -53,6 +53,10 @@ flags.DEFINE_integer("reset_every", _T.reset_every,
                      "0: only where streams end.", lower_bound=0)
 flags.DEFINE_bool("jit_compile", _T.jit_compile,
                   "Compile the train step with XLA.")
+flags.DEFINE_enum("precision", _T.precision, config_lib.PRECISIONS,
+                  "Dtype policy: float32, mixed_bfloat16 or mixed_float16 "
+                  "(compute in 16 bits; weights and state stay float32; "
+                  "mixed_float16 scales the loss).")
 flags.DEFINE_enum("strategy", _T.strategy, config_lib.STRATEGIES,
                   "default: one device; mirrored: MirroredStrategy over the "
                   "local GPUs (or --cpu_replicas CPU devices); multi_worker: "
@@ -136,7 +140,8 @@ def config_from_flags():
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
         state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,
-        jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy,
+        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
+        strategy=FLAGS.strategy,
         cpu_replicas=FLAGS.cpu_replicas, deterministic=FLAGS.deterministic,
         skip_nonfinite=FLAGS.skip_nonfinite, seed=FLAGS.seed,
         log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,

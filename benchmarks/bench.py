@@ -11,7 +11,9 @@ slow phase of the machine hits them all alike; the table shows medians and
 ratios against the best of keras.layers.LSTM with and without jit_compile.
 It also measures single-timestep streaming latency at B=1, achieved GFLOP/s
 against a measured matmul peak, and peak memory of a train step on a long
-sequence (each in its own process). Results go to a JSON file as well.
+sequence (each in its own process), and the train step under the
+float32 and mixed_bfloat16 dtype policies (precision.py). Results go to a
+JSON file as well.
 """
 
 import argparse
@@ -360,6 +362,7 @@ def main():
     parser.add_argument("--no_torch", action="store_true")
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_streaming", action="store_true")
+    parser.add_argument("--skip_precision", action="store_true")
     parser.add_argument("--memory_steps", type=int, default=2000)
     parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(
@@ -378,6 +381,11 @@ def main():
         print(f"config {name} ...", file=sys.stderr, flush=True)
         results["configs"][name] = bench_config(
             name, CONFIGS[name], args.rounds, args.warmup, with_torch)
+    if not args.skip_precision:  # float32 vs mixed_bfloat16 train steps
+        print("precision ...", file=sys.stderr, flush=True)
+        from precision import precision_ms
+        results["precision_train_ms"] = precision_ms(
+            args.configs.split(","), args.rounds, args.warmup)
     if not args.skip_streaming:
         print("streaming ...", file=sys.stderr, flush=True)
         results["streaming_us"] = streaming(args.rounds, with_torch)

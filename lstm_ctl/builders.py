@@ -14,7 +14,8 @@ def build_model(config, task):
                      num_layers=m.num_layers, dropout=m.dropout,
                      recurrent_dropout=m.recurrent_dropout,
                      initial_state_mode=m.initial_state_mode,
-                     input_dim=task.input_dim, seed=config.seed)
+                     input_dim=task.input_dim, seed=config.seed,
+                     dtype=config.precision)
 
 
 def build_optimizer(config):
@@ -22,7 +23,10 @@ def build_optimizer(config):
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             lr, decay_steps=config.train_steps, alpha=0.05)
-    return keras.optimizers.Adam(learning_rate=lr)
+    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    if config.precision == "mixed_float16":  # float16 gradients underflow
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def batch_signature(task, model):

@@ -16,6 +16,7 @@ INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MISSING_MODES = ("error", "ffill", "drop")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
 
 
@@ -57,6 +58,7 @@ class TrainConfig:
     state_mode: str = "carry"
     reset_every: int = 0
     jit_compile: bool = False
+    precision: str = "float32"
     strategy: str = "default"
     cpu_replicas: int = 0
     deterministic: bool = False
@@ -107,6 +109,8 @@ def validate(config: TrainConfig):
     check(config.state_mode in STATE_MODES,
           f"state_mode must be one of {STATE_MODES}; got "
           f"{config.state_mode!r}")
+    check(config.precision in PRECISIONS,
+          f"precision must be one of {PRECISIONS}; got {config.precision!r}")
     check(config.strategy in STRATEGIES,
           f"strategy must be one of {STRATEGIES}; got {config.strategy!r}")
     check(config.cpu_replicas >= 0,

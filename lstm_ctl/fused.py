@@ -14,6 +14,11 @@ recurrent matmul, so the four gate activations are one tanh over `[B, 4H]`:
 sigmoid(x) = tanh(x / 2) / 2 + 1 / 2.
 
 All tensors are time-major: sequences `[T, B, ...]`, masks `[T, B]`.
+
+Dtypes: the inputs, kernels and outputs are in the compute dtype (bfloat16
+under a mixed policy); the state, the gate math and everything saved for
+the backward pass are in the state's dtype (float32), so only the matmuls
+run in the compute dtype and the state does not drift.
 """
 
 import tensorflow as tf
@@ -55,19 +60,21 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
     """
     xproj = project(x, kernel, bias)  # [T, B, 4H]
     steps = tf.shape(x)[0]
-    dtype = x.dtype
+    compute, dtype = x.dtype, h0.dtype
     scale = _gate_scale(tf.shape(h0)[1], dtype)
     offset = 1.0 - scale
     explicit_prev = reset is not None or mask is not None
     count = 1 + (2 if save else 0) + (2 if save and explicit_prev else 0)
-    arrays = [tf.TensorArray(dtype, size=steps) for _ in range(count)]
+    arrays = [tf.TensorArray(compute if k == 0 else dtype, size=steps)
+              for k in range(count)]
 
     def body(t, h, c, *arrays):
         if reset is not None:
             h = _where(reset[t], init_h, h)
             c = _where(reset[t], init_c, c)
         h_in = h if rdp is None else h * rdp
-        z = xproj[t] + tf.matmul(h_in, recurrent_kernel)  # [B, 4H]
+        z = tf.cast(xproj[t], dtype) + tf.cast(tf.matmul(
+            tf.cast(h_in, compute), recurrent_kernel), dtype)  # [B, 4H]
         acts = tf.tanh(z * scale) * scale + offset  # i, f, g, o activated
         i, f, g, o = tf.split(acts, 4, axis=1)
         c_new = f * c + i * g
@@ -75,7 +82,8 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
         m = None if mask is None else mask[t]
         h_state, c_state = _where(m, h_new, h), _where(m, c_new, c)
         arrays = list(arrays)
-        arrays[0] = arrays[0].write(t, _where(m, h_new, tf.zeros_like(h_new)))
+        arrays[0] = arrays[0].write(t, tf.cast(
+            _where(m, h_new, tf.zeros_like(h_new)), compute))
         if save:
             arrays[1] = arrays[1].write(t, acts)
             arrays[2] = arrays[2].write(t, c_new)
@@ -121,20 +129,22 @@ def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, f,
     """The recurrence, last step first: returns `(d_z [T, B, 4H], d_h0, d_c0,
     d_init_h, d_init_c)` with one `d_z @ recurrent_kernel^T` per step."""
     steps = tf.shape(d_out)[0]
-    d_z = tf.TensorArray(d_out.dtype, size=steps)
+    compute, dtype = recurrent_kernel.dtype, d_h.dtype
+    d_z = tf.TensorArray(dtype, size=steps)
     zeros = tf.zeros_like(d_h)
 
     def body(k, d_h, d_c, d_init_h, d_init_c, d_z):
         t = steps - 1 - k
         m = None if mask is None else mask[t][:, None]
-        d_hn = d_h + d_out[t]
+        d_hn = d_h + tf.cast(d_out[t], dtype)
         d_cn = d_c
         if m is not None:
             d_hn = tf.where(m, d_hn, 0.0)
             d_cn = tf.where(m, d_cn, 0.0)
         d_cn = d_cn + d_hn * d_cn_from_h[t]
         dz = tf.concat([d_cn, d_cn, d_cn, d_hn], 1) * d_z_factor[t]
-        d_hp = tf.matmul(dz, recurrent_kernel, transpose_b=True)
+        d_hp = tf.cast(tf.matmul(tf.cast(dz, compute), recurrent_kernel,
+                                 transpose_b=True), dtype)
         if rdp is not None:
             d_hp = d_hp * rdp
         d_cp = d_cn * f[t]
@@ -160,20 +170,23 @@ def _backward_weights(d_z, x, h_prev, h0, out, kernel, rdp):
     """Gradients of the kernels, bias and inputs over all `T * B` rows.
 
     `[x, h_prev]^T @ d_z` is one matmul for both kernels.
-    `h_prev=None`: the previous step's outputs.
+    `h_prev=None`: the previous step's outputs. The matmuls run in the
+    compute dtype (`x`'s), the bias's sum in the state's (`d_z`'s).
     """
-    if h_prev is None:
-        h_prev = _shifted(h0, out)
+    compute = x.dtype
+    h_prev = (_shifted(tf.cast(h0, compute), out) if h_prev is None
+              else tf.cast(h_prev, compute))
     units = tf.shape(h_prev)[2]
     x_shape = tf.shape(x)
     d_z = tf.reshape(d_z, [-1, 4 * units])  # [T*B, 4H]
-    h_in = h_prev if rdp is None else h_prev * rdp
+    d_bias = tf.cast(tf.reduce_sum(d_z, 0), compute)
+    d_z = tf.cast(d_z, compute)
+    h_in = h_prev if rdp is None else h_prev * tf.cast(rdp, compute)
     x_h = tf.concat([tf.reshape(x, [-1, x_shape[2]]),
                      tf.reshape(h_in, [-1, units])], 1)  # [T*B, D+H]
     d_kernels = tf.matmul(x_h, d_z, transpose_a=True)  # [D+H, 4H]
     d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), x_shape)
-    return (d_x, d_kernels[:x_shape[2]], d_kernels[x_shape[2]:],
-            tf.reduce_sum(d_z, 0))
+    return d_x, d_kernels[:x_shape[2]], d_kernels[x_shape[2]:], d_bias
 
 
 # Compiled once per pattern of optional inputs (reset, mask, dropout); XLA
@@ -219,7 +232,8 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
     it reruns the saving loop first.
     """
     has_init = reset is not None
-    rdp = recurrent_dropout_mask
+    rdp = (None if recurrent_dropout_mask is None
+           else tf.cast(recurrent_dropout_mask, state.h.dtype))
 
     @tf.custom_gradient
     def run(x, kernel, recurrent_kernel, bias, h0, c0, *init_args):

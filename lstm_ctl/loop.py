@@ -1,6 +1,8 @@
 """The loops over timesteps: one LSTM layer over a whole sequence.
 
 Everything here is time-major: sequences are `[T, B, ...]`, masks `[T, B]`.
+Sequences and kernels are in the compute dtype, the state and the gate math
+in the state's dtype (float32 under a mixed policy).
 `layer_sequence` is the fused path (input projection hoisted out of the
 loop, one `h @ recurrent_kernel` per step, gate math written out);
 `cell_sequence` steps `keras.layers.LSTMCell`s and is the reference the fused
@@ -52,19 +54,23 @@ def layer_sequence(xproj, state, recurrent_kernel, reset=None, init=None,
       `(outputs [T, B, H], final LSTMState)`.
     """
     steps = tf.shape(xproj)[0]
-    outputs = tf.TensorArray(xproj.dtype, size=steps,
+    compute, dtype = xproj.dtype, state.h.dtype
+    rdp = (None if recurrent_dropout_mask is None
+           else tf.cast(recurrent_dropout_mask, dtype))
+    outputs = tf.TensorArray(compute, size=steps,
                              element_shape=state.h.shape)
 
     def body(t, h, c, outputs):
         if reset is not None:
             h, c = _apply_reset(reset[t], init, h, c)
-        h_in = h if recurrent_dropout_mask is None else h * recurrent_dropout_mask
-        z = xproj[t] + tf.matmul(h_in, recurrent_kernel)  # [B, 4H]
+        h_in = h if rdp is None else h * rdp
+        z = tf.cast(xproj[t], dtype) + tf.cast(tf.matmul(
+            tf.cast(h_in, compute), recurrent_kernel), dtype)  # [B, 4H]
         h_new, c_new = gates(z, c)
         out = h_new
         if mask is not None:
             h_new, c_new, out = _apply_mask(mask[t], h, c, h_new, c_new)
-        return t + 1, h_new, c_new, outputs.write(t, out)
+        return t + 1, h_new, c_new, outputs.write(t, tf.cast(out, compute))
 
     # maximum_iterations bounds the gradient's accumulators, which XLA needs.
     _, h, c, outputs = tf.while_loop(
@@ -79,7 +85,8 @@ def cell_sequence(cells, x, state, reset=None, init=None, mask=None,
 
     `x` is `[T, B, D]`; `state`/`init` are tuples of `LSTMState`; masks as in
     `layer_sequence`; dropout masks are per-layer lists (or None). Returns
-    `(top-layer outputs [T, B, H], final state)`.
+    `(top-layer outputs [T, B, H], final state)`. The cells compute in the
+    compute dtype (`x`'s); the state between steps keeps its own dtype.
     """
     steps = tf.shape(x)[0]
     num_layers = len(cells)
@@ -96,15 +103,19 @@ def cell_sequence(cells, x, state, reset=None, init=None, mask=None,
                 h, c = _apply_reset(reset[t], init[i], h, c)
             if dropout_masks is not None:
                 inp = inp * dropout_masks[i]
-            h_in = h if recurrent_dropout_masks is None else h * recurrent_dropout_masks[i]
+            h_in = tf.cast(h, x.dtype)
+            if recurrent_dropout_masks is not None:
+                h_in = h_in * recurrent_dropout_masks[i]
             # Recurrent dropout only touches h on its way into the recurrent
             # matmul, as in LSTMCell, so applying it beforehand is the same.
-            h_new, (_, c_new) = cell.call(inp, [h_in, c], training=False)
+            h_new, (_, c_new) = cell.call(inp, [h_in, tf.cast(c, x.dtype)],
+                                          training=False)
+            h_new, c_new = tf.cast(h_new, h.dtype), tf.cast(c_new, c.dtype)
             out = h_new
             if mask is not None:
                 h_new, c_new, out = _apply_mask(mask[t], h, c, h_new, c_new)
             new_flat += [h_new, c_new]
-            inp = out
+            inp = tf.cast(out, x.dtype)
         return (t + 1, outputs.write(t, inp), *new_flat)
 
     result = tf.while_loop(lambda t, *_: t < steps, body,

@@ -1,11 +1,13 @@
 """LSTMModel: stacked LSTMCells, a per-step Dense head, explicit state."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lstm_ctl import fused, loop
 from lstm_ctl import state as state_lib
 from lstm_ctl.checks import ChecksMixin, check_constructor_args
+from lstm_ctl.fitting import FittingMixin
 from lstm_ctl.state import LSTMState
 from lstm_ctl.stateful import StatefulMixin, make_kept_variables
 
@@ -17,7 +19,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
+class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -41,6 +43,11 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         fused gate math) or "cell" (steps `LSTMCell.call`; the reference).
       input_dim: the feature size D; when given the model is built at once.
       seed: seed of the dropout masks.
+      dtype: a Keras dtype policy, e.g. "mixed_bfloat16" (default: the
+        global policy). The matmuls run in its compute dtype; variables,
+        inputs, outputs and every state tensor (in, out, kept) are in its
+        variable dtype (float32 under the mixed policies), and so is the
+        gate math that updates the state.
     """
 
     def __init__(self, units, output_dim=None, num_layers=1, dropout=0.0,
@@ -48,6 +55,10 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
                  stateful=False, implementation="fused", input_dim=None,
                  seed=None, **kwargs):
         super().__init__(**kwargs)
+        # Keras would cast every floating argument (initial_state too) to
+        # the compute dtype; `call` casts what it needs itself.
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True  # NumPy inputs
         check_constructor_args(units, output_dim, num_layers, dropout,
                                 recurrent_dropout, initial_state_mode,
                                 implementation, input_dim)
@@ -58,16 +69,21 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         self.recurrent_dropout = float(recurrent_dropout)
         self.initial_state_mode = initial_state_mode
         self.stateful = bool(stateful)
+        # Keras's XLA-compiled steps cannot resize the kept state: `fit`
+        # runs a stateful model's step without (its layers are compiled).
+        self.supports_jit = not self.stateful
         self.implementation = implementation
         self.seed = seed
         self.input_dim = None
+        self._fitting = False  # inside fit (see FittingMixin.evaluate)
         # `mask` is handled in `call`; outputs carry no Keras mask.
         self.supports_masking = True
         # Each cell is its own attribute so that tf.train.Checkpoint sees it.
         for i in range(self.num_layers):
             setattr(self, f"cell_{i}", keras.layers.LSTMCell(
-                self.units, name=f"cell_{i}"))
-        self.head = (keras.layers.Dense(self.output_dim, name="head")
+                self.units, name=f"cell_{i}", dtype=self.dtype_policy))
+        self.head = (keras.layers.Dense(self.output_dim, name="head",
+                                        dtype=self.dtype_policy)
                      if self.output_dim is not None else None)
         if self.dropout > 0 or self.recurrent_dropout > 0:
             self.seed_generator = keras.random.SeedGenerator(
@@ -80,13 +96,18 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
                 for part in ("h", "c"):
                     setattr(self, f"initial_{part}_{i}", self.add_weight(
                         shape=(self.units,), initializer="zeros",
-                        name=f"initial_{part}_{i}"))
+                        name=f"initial_{part}_{i}", autocast=False))
         if self.stateful:
             make_kept_variables(self)
         if input_dim is not None:
             self.build((None, None, input_dim))
 
     # ------------------------------------------------------------------ build
+    @property
+    def state_dtype(self):
+        """The dtype of every state tensor: the policy's variable dtype."""
+        return tf.as_dtype(self.variable_dtype)
+
     @property
     def cells(self):
         return [getattr(self, f"cell_{i}") for i in range(self.num_layers)]
@@ -126,24 +147,33 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
                         getattr(self, f"initial_c_{i}"))
                        for i in range(self.num_layers)]
             return state_lib.broadcast_state(
-                [(tf.convert_to_tensor(h), tf.convert_to_tensor(c))
+                [(tf.cast(h, self.state_dtype), tf.cast(c, self.state_dtype))
                  for h, c in vectors], batch_size)
         return state_lib.zeros_state(batch_size, self.units, self.num_layers,
-                                     self.compute_dtype)
+                                     self.state_dtype)
 
     # ------------------------------------------------------------------ call
+    def __call__(self, inputs, *args, **kwargs):
+        # NumPy inputs become tensors of their own dtype (`call` casts
+        # them), so that Keras builds the model from the inputs' shape.
+        if isinstance(inputs, (np.ndarray, list)):
+            inputs = tf.convert_to_tensor(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs, initial_state=None, reset_mask=None, mask=None,
              training=False):
-        x = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        x = self._compute_input(inputs)
         self._check_inputs(x)
         batch = _static_or_dynamic(x, 0)
         steps = _static_or_dynamic(x, 1)
         reset = self._check_step_mask(reset_mask, "reset_mask", batch, steps)
+        if all(m is None for m in tf.nest.flatten(mask)):
+            mask = None  # Keras fills in the (absent) masks of tensor args
         mask = self._check_step_mask(mask, "mask", batch, steps)
         if initial_state is not None:
             state = state_lib.normalize_state(
                 initial_state, self.num_layers, self.units, batch,
-                "initial_state", self.compute_dtype)
+                "initial_state", self.state_dtype)
         elif self.stateful:
             state = self._kept_state_for(batch)
         else:
@@ -153,6 +183,15 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         if self.stateful:
             self._keep(final_state)
         return outputs, final_state
+
+    def _compute_input(self, inputs):
+        x = tf.convert_to_tensor(inputs)
+        return tf.cast(x, self.compute_dtype) if x.dtype.is_floating else x
+
+    def _kernels(self, cell):
+        """`cell`'s kernel, recurrent kernel and bias in the compute dtype."""
+        return tuple(tf.cast(v, self.compute_dtype) for v in (
+            cell.kernel, cell.recurrent_kernel, cell.bias))
 
     def _run(self, x, state, reset, mask, training):
         """The time loop on `x [B, T, D]`; returns outputs `[B, T, O]`."""
@@ -176,18 +215,20 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
                                init=None if init is None else init[i],
                                recurrent_dropout_mask=None if rdp is None
                                else rdp[i])
+                kernel, recurrent_kernel, bias = self._kernels(cell)
                 if self.implementation == "fused":
                     seq, layer_final = fused.layer_sequence(
-                        seq, cell.kernel, cell.recurrent_kernel, cell.bias,
-                        state[i], training=training, **options)
+                        seq, kernel, recurrent_kernel, bias, state[i],
+                        training=training, **options)
                 else:
-                    xproj = fused.project(seq, cell.kernel, cell.bias)
+                    xproj = fused.project(seq, kernel, bias)
                     seq, layer_final = loop.layer_sequence(
-                        xproj, state[i], cell.recurrent_kernel, **options)
+                        xproj, state[i], recurrent_kernel, **options)
                 final.append(layer_final)
             final_state = tuple(final)
 
         outputs = seq if self.head is None else self.head(seq)
+        outputs = tf.cast(outputs, self.state_dtype)
         if mask_tm is not None and self.head is not None:
             outputs = tf.where(mask_tm[:, :, None], outputs,
                                tf.zeros_like(outputs))
@@ -230,7 +271,7 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         then updated) and the initial state otherwise. Same weights and
         numbers as `call`; no dropout (this is the serving path).
         """
-        x_t = tf.convert_to_tensor(x_t, dtype=self.compute_dtype)
+        x_t = self._compute_input(x_t)
         if x_t.shape.rank != 2:
             raise ValueError("`x_t` must have shape [batch, features] (one "
                              f"timestep); got shape {x_t.shape.as_list()}.")
@@ -241,20 +282,22 @@ class LSTMModel(StatefulMixin, ChecksMixin, keras.Model):
         if prev_state is not None:
             state = state_lib.normalize_state(
                 prev_state, self.num_layers, self.units, batch, "prev_state",
-                self.compute_dtype)
+                self.state_dtype)
         elif self.stateful:
             state = self._kept_state_for(batch)
         else:
             state = self.initial_state(batch)
         inp, next_state = x_t, []
         for cell, layer_state in zip(self.cells, state):
-            z = (tf.matmul(inp, cell.kernel) + cell.bias
-                 + tf.matmul(layer_state.h, cell.recurrent_kernel))
+            kernel, recurrent_kernel, bias = self._kernels(cell)
+            z = tf.cast(tf.matmul(inp, kernel) + bias, self.state_dtype)
+            z += tf.cast(tf.matmul(tf.cast(layer_state.h, self.compute_dtype),
+                                   recurrent_kernel), self.state_dtype)
             h, c = loop.gates(z, layer_state.c)
             next_state.append(LSTMState(h, c))
-            inp = h
+            inp = tf.cast(h, self.compute_dtype)
         next_state = tuple(next_state)
         if self.stateful and prev_state is None:
             self._keep(next_state)
         y_t = inp if self.head is None else self.head(inp)
-        return y_t, next_state
+        return tf.cast(y_t, self.state_dtype), next_state

@@ -77,6 +77,11 @@ class StateVariables(tf.Module):
             h.assign(s.h)
             c.assign(s.c)
 
+    def clear(self):
+        """Keeps nothing (batch size 0)."""
+        for v in self.h + self.c:
+            v.assign(tf.zeros([0, v.shape[1]], v.dtype))
+
     def value(self):
         """The kept values (batch size 0 when nothing is kept)."""
         return tuple(LSTMState(h.read_value(), c.read_value())
@@ -133,7 +138,9 @@ def normalize_state(state, num_layers, units, batch_size=None, name="state",
         if not isinstance(layer_state, (tuple, list)) or len(layer_state) != 2:
             raise ValueError(f"`{name}[{i}]` must be an LSTMState(h, c); got "
                              f"{_describe(layer_state)}.")
-        h, c = (tf.convert_to_tensor(t, dtype=dtype) for t in layer_state)
+        # Cast, not converted: a state of another float dtype (e.g. one
+        # computed in bfloat16) becomes the state dtype.
+        h, c = (tf.cast(tf.convert_to_tensor(t), dtype) for t in layer_state)
         for part, t in (("h", h), ("c", c)):
             if t.shape.rank != 2 or (t.shape[1] is not None
                                      and t.shape[1] != units):

@@ -14,7 +14,7 @@ from lstm_ctl.state import LSTMState
 def make_kept_variables(model):
     """The kept state of a stateful `model`, as its attribute `kept_state`."""
     model.kept_state = state_lib.StateVariables(
-        model.num_layers, model.units, model.compute_dtype, name="kept_state")
+        model.num_layers, model.units, model.state_dtype, name="kept_state")
 
 
 class StatefulMixin:
@@ -47,11 +47,12 @@ class StatefulMixin:
         batch size is an error that says how to reset.
         """
         kept_batch = self.kept_state.batch_size()
-        kept = self.kept_state.value()
+        # Truncated BPTT: no gradient flows into earlier batches.
+        kept = state_lib.stop_gradient(self.kept_state.value())
         template = ("This stateful model keeps a state of batch size {} but "
                     "the inputs have batch size {}. Call "
-                    "model.reset_state(batch_size=...) to start from the "
-                    "initial state at the new batch size, "
+                    "model.reset_state() to start over from the initial "
+                    "state at the new batch size, "
                     "model.reset_state(state) with a state of the new batch "
                     "size, or pass initial_state=... to this call.")
         if tf.executing_eagerly():
@@ -75,7 +76,8 @@ class StatefulMixin:
     def reset_state(self, state=None, mask=None, batch_size=None):
         """Resets the kept state of a stateful model.
 
-        - `reset_state()`: back to the initial state, same batch size.
+        - `reset_state()`: nothing is kept (`state` is None); the next call
+          starts from the initial state at whatever batch size it has.
         - `reset_state(batch_size=N)`: the initial state for N examples.
         - `reset_state(state)`: these values (any batch size; it then holds).
         - `reset_state(mask=m)`, `m` bool `[B]`: only examples where m is
@@ -85,11 +87,14 @@ class StatefulMixin:
         if state is not None and batch_size is not None:
             raise ValueError("reset_state takes `state` or `batch_size`, not "
                              "both (the state's rows give the batch size).")
+        if state is None and mask is None and batch_size is None:
+            self.kept_state.clear()
+            return
         kept_batch = int(self.kept_state.batch_size())
         if state is not None:
             target = state_lib.normalize_state(
                 state, self.num_layers, self.units, None, "state",
-                self.compute_dtype)
+                self.state_dtype)
             target_batch = int(tf.shape(target[0].h)[0])
             state_lib.check_batch_size(target, target_batch, "state")
         else:

@@ -104,6 +104,10 @@ class Trainer:
         model, optimizer, task = self.model, self.optimizer, self.task
         strategy, clip_norm = self.strategy, self.config.clip_norm
         batch_spec, state_spec = batch_signature(task, model)
+        # --precision=mixed_float16: gradients of the scaled loss, unscaled
+        # for clipping; the optimizer skips overflowing steps and lowers its
+        # scale (then only a non-finite loss stops training).
+        scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica_fn(batch, state, global_count):
             batch, state = distribute.replica_rows((batch, state))
@@ -116,8 +120,11 @@ class Trainer:
                 # Scaled by the global batch's weight: summed over replicas
                 # this is the mean loss of the whole batch.
                 loss = sums["loss"] / global_count
+                scaled_loss = optimizer.scale_loss(loss) if scaling else loss
             variables = model.trainable_variables
-            grads = tape.gradient(loss, variables)
+            grads = tape.gradient(scaled_loss, variables)
+            if scaling:
+                grads = [g / optimizer.dynamic_scale for g in grads]
             ctx = tf.distribute.get_replica_context()
             replicas = ctx.num_replicas_in_sync
             if replicas > 1:
@@ -125,14 +132,17 @@ class Trainer:
                 loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
             # Clip the whole batch's gradient, the same on every replica.
             grad_norm = tf.linalg.global_norm(grads)
-            finite = tf.logical_and(tf.math.is_finite(loss),
-                                    tf.math.is_finite(grad_norm))
+            finite = tf.math.is_finite(loss)
+            if not scaling:
+                finite = tf.logical_and(finite, tf.math.is_finite(grad_norm))
             if clip_norm > 0:
                 grads, _ = tf.clip_by_global_norm(grads, clip_norm,
                                                   use_norm=grad_norm)
             lr = optimizer.learning_rate  # before this step's update
             # The Keras optimizer sums gradients over replicas again.
             scaled = [g / replicas for g in grads] if replicas > 1 else grads
+            if scaling:
+                scaled = [g * optimizer.dynamic_scale for g in scaled]
             distribute.apply_if_finite(optimizer, finite, scaled, variables)
             return (sums, tf.nest.flatten(final_state), grads, grad_norm, lr,
                     finite)

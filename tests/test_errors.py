@@ -81,7 +81,7 @@ def test_stateful_batch_size_mismatch(model):
     stateful(random_inputs(4, 2, 3))
     with pytest.raises(ValueError, match=re.escape(
             "keeps a state of batch size 4 but the inputs have batch size 2. "
-            "Call model.reset_state(batch_size=...)")):
+            "Call model.reset_state() to start over")):
         stateful(random_inputs(2, 2, 3))
     with pytest.raises(ValueError, match="batch size 4 but the inputs have "
                                          "batch size 2"):

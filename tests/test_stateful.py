@@ -92,12 +92,39 @@ def test_reset_state_to_the_learned_initial_state_and_new_batch_size():
         if "initial_" in w.path:
             w.assign(np.full(w.shape, 0.25, "float32"))
     model(random_inputs(2, 3, 5))
-    model.reset_state()
+    model.reset_state(mask=[True, True])
     np.testing.assert_array_equal(model.state[0].h, np.full((2, 8), 0.25))
     model.reset_state(batch_size=6)
     assert model.state[0].c.shape == (6, 8)
+    np.testing.assert_array_equal(model.state[0].c, np.full((6, 8), 0.25))
     out, _ = model(random_inputs(6, 3, 5))
     assert out.shape == (6, 3, 2)
+
+
+@pytest.mark.parametrize("initial_state_mode", ["zeros", "learned"])
+def test_reset_state_clears_then_another_batch_size_equals_a_fresh_model(
+        initial_state_mode):
+    model = make_stateful(num_layers=2, initial_state_mode=initial_state_mode)
+    for w in model.trainable_weights:
+        if "initial_" in w.path:
+            w.assign(np.full(w.shape, 0.3, "float32"))
+    model(random_inputs(1, 3, 5))          # keeps a state of batch size 1
+    model.reset_state()
+    assert model.state is None
+    x = random_inputs(2, 4, 5, seed=3)
+    out, final = model(x)                  # batch size 2 starts over
+    fresh = make_stateful(num_layers=2, initial_state_mode=initial_state_mode)
+    fresh.set_weights(model.get_weights())
+    expected, _ = fresh(x)
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+    assert_states_close(model.state, final)
+    # Compiled too: a cleared state starts over at the graph's batch size.
+    run = tf.function(lambda x: model(x)[0], input_signature=[
+        tf.TensorSpec([None, None, 5])])
+    model.reset_state()
+    np.testing.assert_allclose(run(x[:1]), fresh(x[:1], initial_state=
+                                                  fresh.initial_state(1))[0],
+                               atol=ATOL)
 
 
 def test_compiled_stateful_call_accepts_any_batch_size_after_a_reset():

@@ -1,0 +1,111 @@
+"""LSTMModel in Keras's own workflow: compile / fit / evaluate / predict.
+
+`call` returns `(outputs, final_state)`; Keras's steps see only `outputs`:
+losses and metrics get `outputs [B, T, O]` as `y_pred`, and `predict`
+returns them as one array. A stateful model continues from its kept state
+batch after batch (truncated backprop through time: the kept state enters
+through `tf.stop_gradient`); `lstm_ctl.callbacks.ResetState` says when it
+starts over. During `fit`, validation starts from the initial state and the
+training state is put back after it.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+BATCH_MESSAGE = (
+    "stateful {}: a batch of {{}} rows follows batches of {{}} rows, so the "
+    "kept state has no row for some streams. Give a number of rows that "
+    "batch_size divides, or a tf.data.Dataset batched with "
+    "drop_remainder=True (or reset the state before every batch: "
+    "lstm_ctl.callbacks.ResetState(\"batch\")).")
+
+
+def outputs_of(y_pred):
+    """`outputs` from what `call` returns, `(outputs, final_state)`."""
+    if isinstance(y_pred, (tuple, list)) and len(y_pred) == 2:
+        return y_pred[0]
+    return y_pred
+
+
+class FittingMixin:
+    """Keras's train/test/predict steps and losses on `outputs` only."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        return super().compute_loss(x=x, y=y, y_pred=outputs_of(y_pred),
+                                    sample_weight=sample_weight,
+                                    training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, outputs_of(y_pred),
+                                       sample_weight=sample_weight)
+
+    def _batch_checked(self, data, job):
+        """A stateful model's batch must match its kept state (or nothing is
+        kept): the last, smaller batch of an epoch is this error, before
+        anything of the step runs."""
+        if not self.stateful:
+            return contextlib.nullcontext()
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        kept = self.kept_state.batch_size()
+        ok = tf.logical_or(tf.equal(kept, 0), tf.equal(kept, batch))
+        check = tf.debugging.Assert(ok, [tf.strings.format(
+            BATCH_MESSAGE.format(job), (batch, kept))])
+        return tf.control_dependencies([check])
+
+    def train_step(self, data):
+        with self._batch_checked(data, "fit"):
+            return super().train_step(data)
+
+    def test_step(self, data):
+        with self._batch_checked(data, "evaluate"):
+            return super().test_step(data)
+
+    def predict_step(self, data):
+        with self._batch_checked(data, "predict"):
+            return outputs_of(super().predict_step(data))
+
+    def _check_rows(self, job, x, batch_size, callbacks):
+        """Arrays given to a stateful model must fill every batch (checked
+        before anything runs; datasets are checked batch by batch)."""
+        if not self.stateful or not hasattr(x, "shape") or isinstance(
+                x, tf.data.Dataset):
+            return
+        if any(getattr(c, "every", None) == "batch" for c in callbacks or ()):
+            return  # every batch starts over: any batch size will do
+        rows, batch_size = int(x.shape[0]), batch_size or 32
+        if rows > batch_size and rows % batch_size:  # one batch is fine
+            raise ValueError(
+                f"stateful {job}: {rows} rows do not divide into batches of "
+                f"{batch_size}, and the last batch of {rows % batch_size} "
+                "rows would find no kept state for its streams. Give a "
+                "number of rows that batch_size divides, or a "
+                "tf.data.Dataset batched with drop_remainder=True.")
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._check_rows("fit", x, batch_size, kwargs.get("callbacks"))
+        self._fitting = True
+        try:
+            return super().fit(x, y, batch_size, *args, **kwargs)
+        finally:
+            self._fitting = False
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        if not (self.stateful and self._fitting):
+            self._check_rows("evaluate", x, batch_size,
+                             kwargs.get("callbacks"))
+            return super().evaluate(x, y, batch_size, *args, **kwargs)
+        # Validation inside fit: its streams are not the training streams.
+        kept = self.kept_state.value()
+        self.kept_state.clear()
+        try:
+            return super().evaluate(x, y, batch_size, *args, **kwargs)
+        finally:
+            self.kept_state.assign(kept)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        self._check_rows("predict", x, batch_size, kwargs.get("callbacks"))
+        return super().predict(x, batch_size, *args, **kwargs)
