@@ -315,9 +315,11 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
             ax.set_ylabel("bits of the next character")
         else:
             h0 = max(a - PLOT_HISTORY, 0)
-            ax.plot(np.arange(h0, a + n), data.denormalize(
-                task, s.targets[h0:a + n])[:, c], color="black", lw=1.2,
-                label="actual")
+            actual = data.denormalize(task, s.targets[h0:a + n])[:, c]
+            # a gap in the line where the target is missing, not a value
+            actual = np.where(s.weights[h0:a + n] > 0, actual, np.nan)
+            ax.plot(np.arange(h0, a + n), actual, color="black", lw=1.2,
+                    label="actual")
             ax.plot(rows, data.denormalize(task, carry[i][:n])[:, c],
                     color="tab:blue", lw=1, label="predicted (carry)")
             ax.plot(rows, data.denormalize(task, reset[i][:n])[:, c],

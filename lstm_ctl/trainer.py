@@ -295,12 +295,14 @@ class Trainer:
                   "nonfinite_steps": int(self.skipped),
                   "checkpoint": self.checkpoints.latest}
         if losses_seen:
+            ratio = self.baseline / max(final, 1e-12)
+            than = (f"{ratio:.1f}x lower" if ratio >= 1 else
+                    f"{1 / ratio:.1f}x higher: not better than the baseline")
             self._print(
                 f"{'Stopped' if interrupted else 'Done'}: step {step}, "
                 f"final train loss {final:.5f} (mean of the last {len(tail)} "
                 f"steps) vs naive {self.task.baseline_name} baseline "
-                f"{self.baseline:.5f} ({self.baseline / max(final, 1e-12):.1f}x"
-                f" lower) in {seconds:.0f} s.")
+                f"{self.baseline:.5f} ({than}) in {seconds:.0f} s.")
         else:
             self._print(f"Nothing to do: {self.model_dir} is already trained "
                         f"to step {step} (--train_steps="
