@@ -52,6 +52,7 @@ def record(self):
     return real_record(self)
 cm.CheckpointManager.save, cm.CheckpointManager._record_state = save, record
 sys.argv = [sys.argv[1]] + sys.argv[2:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # this lstm_ctl
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
