@@ -204,7 +204,7 @@ def test_watch_beside_a_training_run_skips_a_deleted_checkpoint(tmp_path):
     watcher.write_text(WATCHER)
     log = tmp_path / "watch.log"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240   # a loaded machine is slow
         while not (model_dir / "checkpoint").exists():
             assert time.monotonic() < deadline and train.poll() is None
             time.sleep(0.2)
