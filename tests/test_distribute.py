@@ -103,6 +103,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_multi_worker_processes_match_one_device(tmp_path):
     steps = 6
     args = ["--units=16", "--num_layers=2", "--seq_len=10", "--batch_size=8",

@@ -59,6 +59,7 @@ def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
     assert ev.trace_count == 1
 
 
+@pytest.mark.slow
 def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
                                                                   tmp_path):
     out_json = tmp_path / "rows.json"

@@ -55,6 +55,7 @@ def exported(tmp_path_factory):
     return model, export_dir
 
 
+@pytest.mark.slow
 def test_saved_model_in_a_fresh_process_without_lstm_ctl(exported, tmp_path):
     model, export_dir = exported
     rng = np.random.default_rng(1)

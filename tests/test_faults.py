@@ -1,6 +1,11 @@
-"""Fault injection: training processes killed with SIGKILL at random steps,
-and stopped with SIGTERM, resume and end bit-identical to an uninterrupted
-run; the losses after the last resume are the uninterrupted run's exactly."""
+"""Fault injection: training processes killed with SIGKILL at random steps
+and inside a checkpoint write, and stopped with SIGTERM, resume and end
+bit-identical to an uninterrupted run; the losses after the last resume are
+the uninterrupted run's exactly.
+
+The kill points come from a seed drawn anew for every run and printed (shown
+with a failure); LSTM_CTL_FAULT_SEED=<seed> replays that run's kill points.
+"""
 
 import json
 import os
@@ -8,8 +13,10 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
@@ -22,9 +29,45 @@ ARGS = ["--units=16", "--num_layers=2", "--seq_len=10", "--batch_size=4",
         "--hist_every=1000", "--checkpoint_every=4", "--deterministic"]
 
 
+# Runs train.py, killing itself with SIGKILL inside the write of checkpoint
+# KILL_IN_CHECKPOINT: after its files are written (KILL_MODE=files) or with
+# its data file cut in half (KILL_MODE=truncated), before the index lists it.
+KILLER = r'''
+import os, runpy, signal, sys
+from tensorflow.python.checkpoint import checkpoint_management as cm
+target, mode = int(os.environ["KILL_IN_CHECKPOINT"]), os.environ["KILL_MODE"]
+real_save, real_record = cm.CheckpointManager.save, cm.CheckpointManager._record_state
+saving = {}
+def save(self, checkpoint_number=None, *args, **kwargs):
+    saving["number"] = checkpoint_number
+    return real_save(self, checkpoint_number, *args, **kwargs)
+def record(self):
+    if saving.get("number") == target:
+        if mode == "truncated":
+            data = os.path.join(self.directory,
+                                f"ckpt-{target}.data-00000-of-00001")
+            with open(data, "r+b") as f:
+                f.truncate(os.path.getsize(data) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_record(self)
+cm.CheckpointManager.save, cm.CheckpointManager._record_state = save, record
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # this lstm_ctl
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
 def command(model_dir):
     return [sys.executable, str(ROOT / "train.py"), f"--model_dir={model_dir}",
             *ARGS]
+
+
+def fault_seed():
+    """A new seed each run (LSTM_CTL_FAULT_SEED replays one), printed."""
+    seed = int(os.environ.get("LSTM_CTL_FAULT_SEED") or
+               time.time_ns() % 2**31)
+    print(f"fault-injection seed {seed} (replay: LSTM_CTL_FAULT_SEED={seed})")
+    return seed
 
 
 def env():
@@ -70,6 +113,7 @@ def losses(model_dir):
             for e in acc.Tensors("loss")}
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigterm_at_random_steps_resume_bit_identical(tmp_path):
     reference = subprocess.run(command(tmp_path / "reference"), cwd=ROOT,
                                env=env(), capture_output=True, text=True,
@@ -82,19 +126,43 @@ def test_sigkill_and_sigterm_at_random_steps_resume_bit_identical(tmp_path):
     assert config["model"]["units"] == 16 and config["deterministic"]
 
     faulty = tmp_path / "faulty"
-    rng = np.random.default_rng(2026)
-    kill_at = sorted(rng.choice(np.arange(3, 20), size=2, replace=False))
-    previous = 0
-    for step in kill_at:
+    seed = fault_seed()
+    rng = np.random.default_rng(seed)
+
+    # SIGKILL inside the write of a checkpoint: its files (whole, or the
+    # data cut in half) are on disk but the index does not list it yet.
+    target = int(rng.choice([8, 12, 16]))
+    mode = str(rng.choice(["files", "truncated"]))
+    print(f"killed inside the write of ckpt-{target} ({mode})")
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    killed = subprocess.run(
+        [sys.executable, str(killer), *command(faulty)[1:]], cwd=ROOT,
+        env=dict(env(), KILL_IN_CHECKPOINT=str(target), KILL_MODE=mode),
+        capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, (seed, killed.stderr[-2000:])
+    assert (faulty / f"ckpt-{target}.index").exists()
+    assert tf.train.latest_checkpoint(str(faulty)) == str(
+        faulty / f"ckpt-{target - 4}"), seed
+
+    # SIGKILL at random steps; the first run resumes from the checkpoint
+    # before the one whose write was killed.
+    kill_at = sorted(int(k) for k in rng.choice(np.arange(target - 1, 22),
+                                                size=2, replace=False))
+    print(f"SIGKILL at steps {kill_at}")
+    previous = target - 4
+    for i, step in enumerate(kill_at):
         code, out, err = run_until(faulty, step, signal.SIGKILL)
-        assert code == -signal.SIGKILL, err[-2000:]
+        assert code == -signal.SIGKILL, (seed, err[-2000:])
         start = resumed_step(out)
-        assert start >= previous and start % 4 == 0
+        if i == 0:
+            assert start == target - 4, (seed, out)
+        assert start >= previous and start % 4 == 0, seed
         previous = start
 
     # SIGTERM: a checkpoint of the current step, a message, exit code 143.
     code, out, err = run_until(faulty, 23, signal.SIGTERM)
-    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert code == 128 + signal.SIGTERM, (seed, err[-2000:])
     stopped = int(out.split("Stopped by SIGTERM at step ")[1].split(":")[0])
     assert stopped >= 23 and (faulty / f"ckpt-{stopped}.index").exists()
     assert "Run the same command again to resume from it." in out

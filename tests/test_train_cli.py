@@ -62,6 +62,7 @@ def test_bad_flags_stop_before_any_work(tmp_path, args, message):
     assert not model_dir.exists()
 
 
+@pytest.mark.slow
 def test_text_end_to_end(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("hello world, the state carries on. " * 40)
@@ -74,6 +75,7 @@ def test_text_end_to_end(tmp_path):
     assert (model_dir / "ckpt-4.index").exists()
 
 
+@pytest.mark.slow
 def test_csv_end_to_end(tmp_path):
     csv = tmp_path / "d.csv"
     rows = ["temp,load,hour"] + [
@@ -101,6 +103,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tensorboard_server_serves_the_loss_series(tmp_path):
     model_dir = tmp_path / "tb"
     result = train(f"--model_dir={model_dir}", *TINY)

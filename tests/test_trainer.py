@@ -60,6 +60,7 @@ def test_reset_every_restarts_the_state(tmp_path):
                                atol=ATOL)
 
 
+@pytest.mark.slow
 def test_carry_beats_reset_on_sine(tmp_path):
     results = {}
     for mode in ("carry", "reset"):

@@ -1,0 +1,187 @@
+"""Trainer promises with checks that can fail: --reset_every=N for N > 1 on
+every layer's h and c, resume refused on other data/state_mode/seed, the
+state restarting after a skipped non-finite step, gradient clipping, the
+cosine learning rate, and loading without pickle."""
+
+import dataclasses
+import io
+import math
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
+
+from lstm_ctl import config as config_lib, evaluation, trainer
+from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ATOL = 1e-5
+
+
+def tiny(tmp_path, name="run", **kwargs):
+    values = dict(model_dir=str(tmp_path / name),
+                  model=ModelConfig(units=8, num_layers=2),
+                  data=DataConfig(seq_len=6, batch_size=3),
+                  train_steps=5, log_every=1, hist_every=100,
+                  checkpoint_every=100, lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def frozen(config):
+    """A trainer whose updates are zero: its weights stay put."""
+    t = trainer.Trainer(config, out=io.StringIO())
+    t.optimizer.learning_rate.assign(0.0)
+    return t
+
+
+def chunks_state(t, first, last):
+    """The model's own final state over chunks first..last-1 of the train
+    lanes, from the initial state (the data's stream starts as resets)."""
+    seq = t.config.data.seq_len
+    a = t.arrays
+    _, state = t.model(a.inputs[:, first * seq:last * seq],
+                       reset_mask=a.resets[:, first * seq:last * seq])
+    return state
+
+
+def assert_state(got, want):
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.h, w.h, atol=ATOL)
+        np.testing.assert_allclose(g.c, w.c, atol=ATOL)
+
+
+def differs(a, b):
+    return max(float(np.abs(np.asarray(x.c) - np.asarray(y.c)).max())
+               for x, y in zip(a, b)) > 1e-4
+
+
+def test_reset_every_three_restarts_all_layers_every_third_batch(tmp_path):
+    t = frozen(tiny(tmp_path, reset_every=3))
+    t.run()
+    got = t.carried.read()
+    # Batches 0-2 carry, batch 3 restarts, batch 4 carries from batch 3.
+    assert_state(got, chunks_state(t, 3, 5))
+    assert differs(got, chunks_state(t, 4, 5))   # not every batch
+    assert differs(got, chunks_state(t, 0, 5))   # not never
+
+
+@pytest.mark.parametrize("change", [
+    dict(data=DataConfig(seq_len=4, batch_size=3)),
+    dict(state_mode="reset"),
+    dict(seed=1),
+])
+def test_resume_refuses_other_data_state_mode_or_seed(tmp_path, change):
+    config = tiny(tmp_path, train_steps=1, checkpoint_every=1)
+    trainer.train(config, out=io.StringIO())
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=rf"other settings \({name}: "):
+        trainer.Trainer(dataclasses.replace(config, **change),
+                        out=io.StringIO())
+
+
+class NaNAt:
+    """The batch of step `step` (1-based) gets a NaN input in row 0."""
+
+    def __init__(self, iterator, step):
+        self.iterator, self.step, self.count = iterator, step, 0
+
+    def __next__(self):
+        batch = next(self.iterator)
+        self.count += 1
+        if self.count == self.step:
+            inputs = batch["inputs"].numpy()
+            inputs[0, 1, 0] = np.nan
+            batch = dict(batch, inputs=tf.constant(inputs))
+        return batch
+
+
+def test_skipped_nonfinite_step_restarts_the_carried_state(tmp_path):
+    t = frozen(tiny(tmp_path, skip_nonfinite=True, train_steps=4))
+    t.iterator = NaNAt(t.iterator, step=3)
+    assert t.run()["nonfinite_steps"] == 1
+    got = t.carried.read()
+    # Step 3 was skipped and the state restarted: step 4 starts from the
+    # initial state, not from step 2's or step 3's final state.
+    assert_state(got, chunks_state(t, 3, 4))
+    assert differs(got, chunks_state(t, 0, 4))
+
+
+def test_clip_norm_scales_the_gradient_to_the_norm(tmp_path):
+    grads, norms = {}, {}
+    for clip in (0.0, 0.01):
+        t = trainer.Trainer(tiny(tmp_path, name=f"clip{clip}",
+                                 clip_norm=clip), out=io.StringIO())
+        metrics, _, g = t.train_step(next(t.iterator),
+                                     t.model.initial_state(3),
+                                     tf.constant(False))
+        grads[clip] = [np.asarray(x) for x in g]
+        norms[clip] = float(metrics["grad_norm"])
+    flat = np.concatenate([g.ravel() for g in grads[0.0]])
+    # grad_norm is the norm before clipping; the same weights and batch.
+    assert norms[0.0] == pytest.approx(np.linalg.norm(flat), rel=1e-5)
+    assert norms[0.01] == pytest.approx(norms[0.0], rel=1e-5)
+    assert norms[0.0] > 0.05
+    for clipped, plain in zip(grads[0.01], grads[0.0]):
+        np.testing.assert_allclose(clipped, plain * 0.01 / norms[0.0],
+                                   atol=1e-7)
+
+
+def learning_rates(model_dir):
+    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+            for e in acc.Tensors("learning_rate")}
+
+
+def cosine(lr, step, total, alpha=0.05):
+    """The README's schedule: cosine decay to 5% over --train_steps."""
+    return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * step / total))
+                 + alpha)
+
+
+def test_cosine_learning_rate_values(tmp_path):
+    config = tiny(tmp_path, lr_schedule="cosine", learning_rate=0.02,
+                  train_steps=8, model=ModelConfig(units=4))
+    trainer.train(config, out=io.StringIO())
+    logged = learning_rates(config.model_dir)
+    assert sorted(logged) == list(range(1, 9))
+    for step, lr in logged.items():   # the rate the step's update used
+        assert lr == pytest.approx(cosine(0.02, step - 1, 8), rel=1e-5)
+
+
+def test_no_pickle_in_the_entry_points_or_any_loading_path(tmp_path,
+                                                           monkeypatch):
+    for path in [ROOT / "train.py", ROOT / "evaluate.py",
+                 *(ROOT / "lstm_ctl").glob("*.py")]:
+        source = path.read_text()
+        assert "pickle" not in source and "allow_pickle" not in source, path
+    text = tmp_path / "t.txt"
+    text.write_text("abcab cabd " * 40)
+    config = tiny(tmp_path, data=DataConfig(task="text", seq_len=5,
+                                            batch_size=2,
+                                            text_file=str(text)),
+                  train_steps=2, checkpoint_every=1)
+    trainer.train(config, out=io.StringIO())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a loading path unpickled")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    real_np_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: real_np_load(
+        *a, **dict(k, allow_pickle=False)))
+    # Everything a resume and an evaluation read back.
+    config_lib.load(config.model_dir)
+    assert trainer.train(dataclasses.replace(config, train_steps=3),
+                         out=io.StringIO())["steps_run"] == 1
+    ev = evaluation.Evaluator(config.model_dir)
+    path = ev.restore_latest(lambda line: None)
+    assert ev.evaluate_checkpoint(path, "carry", write_summaries=False)
