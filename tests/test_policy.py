@@ -1,10 +1,17 @@
 """State policies: stored state and burn-in, against hand-run references."""
 
 import io
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
 
 from lstm_ctl import data, losses, policy as policy_lib, trainer
 from lstm_ctl.builders import build_model
@@ -96,6 +103,16 @@ def test_stored_chunk_starts_from_its_predecessors_latest_final_state(
         table[0].h, np.concatenate([latest[c][0].h for c in chunks]),
         atol=ATOL)
     assert int(t.policy.table.written[chunks[0]]) == written[chunks[0]]
+    # TensorBoard: the window means of state/staleness, and the mode.
+    acc = EventAccumulator(str(tmp_path / "run" / "train"),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    logged = [float(tf.make_ndarray(e.tensor_proto))
+              for e in acc.Tensors("state/staleness")]
+    assert logged[-1] == pytest.approx(np.mean(
+        [float(out[0]["state/staleness"]) for _, _, out in log[-5:]]))
+    assert '"state_mode": "stored"' in str(
+        tf.make_ndarray(acc.Tensors("config")[0].tensor_proto))
 
 
 def test_stored_in_stream_order_equals_carry(tmp_path, short_sine):
@@ -228,3 +245,81 @@ def test_invalid_combinations_are_clear_errors(tmp_path, short_sine):
                                          r"44 steps"):
         trainer.Trainer(config(tmp_path, burn_in=45), out=io.StringIO())
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------ train.py, resume
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def train_py(model_dir, *args):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), f"--model_dir={model_dir}",
+         *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                            PYTHONUNBUFFERED="1"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--burn_in=3"], "--burn_in needs --state_mode=reset or stored"),
+    (["--state_mode=stored", "--burn_in=-2"], "--burn_in must be >= 0"),
+    (["--state_mode=stored", "--burn_in=4000", "--seq_len=10",
+      "--batch_size=2", "--units=8"],
+     "train.py: error: --burn_in=4000 is longer than the 1780 steps that "
+     "precede the last chunk of a stream lane"),
+])
+def test_train_py_refuses_invalid_burn_in(tmp_path, monkeypatch, args,
+                                          message):
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("abcdefgh" * 500)
+    model_dir = tmp_path / "never"
+    proc = train_py(model_dir, "--task=text", f"--text_file={corpus}", *args)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert message in err and "Traceback" not in err, err
+    assert not model_dir.exists()
+
+
+def checkpoint_values(path):
+    reader = tf.train.load_checkpoint(str(path))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if name.startswith(("model/", "optimizer/", "stored_state/",
+                                "step/"))}
+
+
+@pytest.mark.slow
+def test_stored_mode_resumed_after_sigterm_equals_uninterrupted(tmp_path):
+    rng = np.random.default_rng(3)
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("".join(rng.choice(list("abc de\n"), size=500)))
+    args = ["--task=text", f"--text_file={corpus}", "--state_mode=stored",
+            "--burn_in=3", "--units=16", "--seq_len=5", "--batch_size=4",
+            "--train_steps=40", "--log_every=1", "--hist_every=1000",
+            "--checkpoint_every=8", "--deterministic"]
+    out, err = train_py(tmp_path / "reference", *args).communicate(
+        timeout=240)
+    assert "Done: step 40" in out, err
+
+    proc = train_py(tmp_path / "stopped", *args)
+    for line in proc.stdout:
+        if line.startswith("step ") and int(line.split()[1].split("/")[0]) \
+                >= 17:
+            assert line.rstrip().endswith("|  stored, burn-in 3")
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stopped = int(out.split("Stopped by SIGTERM at step ")[1].split(":")[0])
+    assert stopped < 40
+    out, err = train_py(tmp_path / "stopped", *args).communicate(timeout=240)
+    assert f"(step {stopped})" in out and "Done: step 40" in out, err
+
+    want = checkpoint_values(tmp_path / "reference" / "ckpt-40")
+    got = checkpoint_values(tmp_path / "stopped" / "ckpt-40")
+    table = [k for k in want if k.startswith("stored_state/")]
+    assert len(table) == 3 and want.keys() == got.keys()  # h_0, c_0, written
+    written = [want[k] for k in table if "written" in k][0]
+    assert (written >= 0).mean() > 0.9  # most chunks were stored
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
