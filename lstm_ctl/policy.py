@@ -103,9 +103,9 @@ class StoredStates(tf.Module):
                                    name=f"{part}_{i}")
             self.h = [make("h", i) for i in range(num_layers)]
             self.c = [make("c", i) for i in range(num_layers)]
-            self.written = tf.Variable(tf.fill([chunks], tf.constant(-1,
-                                                                     tf.int64)),
-                                       trainable=False, name="written")
+            self.written = tf.Variable(
+                tf.fill([chunks], tf.constant(-1, tf.int64)),
+                trainable=False, name="written")
 
     def gather(self, index):
         """The stored states of chunks `index [B]`."""
