@@ -47,7 +47,12 @@ flags.DEFINE_float("clip_norm", _T.clip_norm,
                    lower_bound=0.0)
 flags.DEFINE_enum("state_mode", _T.state_mode, config_lib.STATE_MODES,
                   "carry: the state flows from batch to batch (truncated "
-                  "BPTT); reset: every batch starts from the initial state.")
+                  "BPTT); reset: every shuffled chunk starts from the initial "
+                  "state; stored: from the state stored for it (the final "
+                  "state of the chunk before it, at its latest visit).")
+flags.DEFINE_integer("burn_in", _T.burn_in,
+                     "With --state_mode=reset or stored: run each chunk's N "
+                     "previous steps first, without loss or gradient.")
 flags.DEFINE_integer("reset_every", _T.reset_every,
                      "In carry mode, restart the state every N batches; "
                      "0: only where streams end.", lower_bound=0)
@@ -113,6 +118,13 @@ flags.register_multi_flags_validator(
     lambda f: f["strategy"] != "mirrored" or f["cpu_replicas"] == 0
     or f["batch_size"] % f["cpu_replicas"] == 0,
     "--batch_size (the global batch) must be divisible by --cpu_replicas.")
+flags.register_validator("burn_in", lambda v: v >= 0,
+                         "--burn_in must be >= 0 (0: no burn-in).")
+flags.register_multi_flags_validator(
+    ["state_mode", "burn_in"],
+    lambda f: f["burn_in"] == 0 or f["state_mode"] != "carry",
+    "--burn_in needs --state_mode=reset or stored (in carry mode the state "
+    "already comes from the previous steps).")
 flags.register_multi_flags_validator(
     ["task", "text_file"], lambda f: f["task"] != "text" or f["text_file"],
     "--task=text needs --text_file=PATH (a UTF-8 text file).")
@@ -139,9 +151,9 @@ def config_from_flags():
             missing=FLAGS.missing),
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
-        state_mode=FLAGS.state_mode, reset_every=FLAGS.reset_every,
-        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
-        strategy=FLAGS.strategy,
+        state_mode=FLAGS.state_mode, burn_in=FLAGS.burn_in,
+        reset_every=FLAGS.reset_every, jit_compile=FLAGS.jit_compile,
+        precision=FLAGS.precision, strategy=FLAGS.strategy,
         cpu_replicas=FLAGS.cpu_replicas, deterministic=FLAGS.deterministic,
         skip_nonfinite=FLAGS.skip_nonfinite, seed=FLAGS.seed,
         log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,

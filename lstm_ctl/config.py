@@ -10,7 +10,7 @@ import os
 from typing import Optional, Tuple
 
 TASKS = ("sine", "text", "csv")
-STATE_MODES = ("carry", "reset")
+STATE_MODES = ("carry", "reset", "stored")
 EVAL_MODES = ("carry", "reset", "both")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,6 +56,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     clip_norm: float = 1.0
     state_mode: str = "carry"
+    burn_in: int = 0
     reset_every: int = 0
     jit_compile: bool = False
     precision: str = "float32"
@@ -111,6 +112,11 @@ def validate(config: TrainConfig):
           f"{config.state_mode!r}")
     check(config.precision in PRECISIONS,
           f"precision must be one of {PRECISIONS}; got {config.precision!r}")
+    check(config.burn_in >= 0,
+          f"burn_in must be >= 0 (0: none); got {config.burn_in}")
+    check(config.burn_in == 0 or config.state_mode != "carry",
+          "burn_in needs state_mode=reset or stored: in carry mode the "
+          "state already comes from the stream's previous steps")
     check(config.strategy in STRATEGIES,
           f"strategy must be one of {STRATEGIES}; got {config.strategy!r}")
     check(config.cpu_replicas >= 0,

@@ -18,10 +18,11 @@ class Progress:
     """Averages step metrics over a window; prints and logs each window."""
 
     def __init__(self, print_fn, writer, total_steps, start_step, batch_size,
-                 metric):
+                 metric, label=""):
         self.print, self.writer = print_fn, writer
         self.total, self.start = total_steps, start_step
         self.batch_size, self.metric = batch_size, metric
+        self.label = f"  |  {label}" if label else ""  # e.g. the state mode
         self.window = []
         self.t0 = self.window_start = time.perf_counter()
 
@@ -46,7 +47,7 @@ class Progress:
             f"step {step}/{self.total}  loss {mean['loss']:.5f}  "
             f"{self.metric} {mean[self.metric]:.4f}  |  "
             f"{steps_per_sec:.1f} steps/s  {mean['examples_per_sec']:.0f} "
-            f"ex/s  |  left {clock(left)}")
+            f"ex/s  |  left {clock(left)}{self.label}")
         self.window, self.window_start = [], now
 
     @property

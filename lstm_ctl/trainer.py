@@ -1,11 +1,10 @@
 """The GradientTape trainer: one compiled train step, the state policy, the loop.
 
-State policy (`state_mode`):
-- "carry": the final state of batch k, through `tf.stop_gradient`, starts
-  batch k+1 (truncated backprop through time); the data's `reset_mask`
-  restarts a lane where a new stream begins, and every `reset_every` batches
-  the whole state restarts.
-- "reset": every batch starts from the initial state (chunks shuffled).
+State policy (`state_mode`, `burn_in`; see policy.py): "carry" passes the
+final state of batch k, through `tf.stop_gradient`, to batch k+1 (the data's
+`reset_mask` restarts a lane where a new stream begins, and every
+`reset_every` batches the whole state restarts); "reset" starts every
+shuffled chunk from the initial state; "stored" from the state stored for it.
 
 The Python loop around the step does logging, checkpoints and progress.
 """
@@ -21,12 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_ctl import checkpoints, config as config_lib, data, distribute
-from lstm_ctl import losses, progress, summaries
+from lstm_ctl import losses, policy as policy_lib, progress, summaries
 from lstm_ctl import state as state_lib
 from lstm_ctl.builders import batch_signature, build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
-FIXED_ON_RESUME = ("model", "data", "state_mode", "seed")
+FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "seed")
 
 
 class TrainingError(RuntimeError):
@@ -75,6 +74,7 @@ class Trainer:
         self.out = out if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
         self.baseline = data.baseline_loss(self.task, self.arrays)
+        self.policy = policy_lib.StatePolicy(config, self.arrays)
         with self.strategy.scope():
             self.model = build_model(config, self.task)
             self.optimizer = build_optimizer(config)
@@ -87,15 +87,15 @@ class Trainer:
             config.model.num_layers, config.model.units, name="carried_state")
         # Every worker computes the same global batches; each replica then
         # takes its own rows of them (see distribute.replica_rows).
-        self.dataset = data.train_dataset(self.task, self.arrays,
-                                          config.data.seq_len,
-                                          config.state_mode, config.seed)
+        self.dataset = self.policy.dataset(self.task, self.arrays)
         self.iterator = iter(self.dataset)
+        stored = ({} if self.policy.table is None
+                  else {"stored_state": self.policy.table})
         self.checkpoints = checkpoints.Checkpoints(
             distribute.worker_dir(self.model_dir, self.strategy),
             config.max_to_keep, model=self.model, optimizer=self.optimizer,
             step=self.step, nonfinite_steps=self.skipped, state=self.carried,
-            data=self.iterator)
+            data=self.iterator, **stored)
         self.trace_count = 0
         self.train_step = self._make_train_step()
 
@@ -103,18 +103,19 @@ class Trainer:
     def _make_train_step(self):
         model, optimizer, task = self.model, self.optimizer, self.task
         strategy, clip_norm = self.strategy, self.config.clip_norm
+        policy = self.policy
         batch_spec, state_spec = batch_signature(task, model)
         # --precision=mixed_float16: gradients of the scaled loss, unscaled
         # for clipping; the optimizer skips overflowing steps and lowers its
         # scale (then only a non-finite loss stops training).
         scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        batch_spec = policy.signature(batch_spec)
 
         def replica_fn(batch, state, global_count):
             batch, state = distribute.replica_rows((batch, state))
             with tf.GradientTape() as tape:
-                outputs, final_state = model(
-                    batch["inputs"], initial_state=state_lib.stop_gradient(
-                        state), reset_mask=batch["reset_mask"], training=True)
+                # final_state: what the policy keeps (see policy.forward).
+                outputs, final_state = policy.forward(model, batch, state)
                 sums = losses.batch_sums(task, outputs, batch["targets"],
                                          batch["weights"])
                 # Scaled by the global batch's weight: summed over replicas
@@ -152,6 +153,9 @@ class Trainer:
             batch = dict(batch, reset_mask=state_lib.reset_first_step(
                 batch["reset_mask"], force_reset))  # --reset_every
             global_count = tf.maximum(tf.reduce_sum(batch["weights"]), 1.0)
+            count = tf.identity(optimizer.iterations)  # before this update
+            state, state_metrics = policy.start_state(model, batch, state,
+                                                      count)
             sums, final_state, grads, grad_norm, lr, finite = strategy.run(
                 replica_fn, args=(batch, state, global_count))
             sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v,
@@ -160,11 +164,12 @@ class Trainer:
             metrics = losses.finalize(task, sums)
             metrics.update(grad_norm=first_replica(grad_norm)[0],
                            learning_rate=first_replica(lr)[0],
-                           finite=first_replica(finite)[0])
+                           finite=first_replica(finite)[0], **state_metrics)
             # Gathered tensor by tensor: strategy.gather on a list or tuple
             # (TF 2.21) returns one replica's rows only.
             final_state = tf.nest.pack_sequence_as(
                 state, [strategy.gather(t, axis=0) for t in final_state])
+            policy.keep(batch, final_state, metrics["finite"], count)
             grads = [first_replica(g)[0] for g in grads]
             return metrics, final_state, grads
 
@@ -207,7 +212,7 @@ class Trainer:
                     f"{os.path.abspath(self.model_dir)}")
         log = progress.Progress(self._print, writer, config.train_steps,
                                 start, config.data.batch_size,
-                                self.task.metric)
+                                self.task.metric, label=self.policy.label)
         try:
             step, state, losses_seen, interrupted = self._loop(start, log,
                                                                writer)

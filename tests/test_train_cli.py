@@ -43,7 +43,7 @@ def losses_in(model_dir):
 @pytest.mark.parametrize("args, message", [
     (["--dropout=1.5"], "--dropout must be in [0, 1)"),
     (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
-    (["--state_mode=keep"], "value should be one of <carry|reset>"),
+    (["--state_mode=keep"], "value should be one of <carry|reset|stored>"),
     (["--task=text"], "--task=text needs --text_file=PATH"),
     (["--task=text", "--text_file=/nonexistent"],
      "--text_file '/nonexistent' does not exist."),
