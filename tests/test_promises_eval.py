@@ -64,25 +64,27 @@ def text_run(tmp_path_factory):
     ev = evaluation.Evaluator(config.model_dir)
     ev.restore(checkpoints.latest_checkpoint(config.model_dir))
     randomize(ev.model)
-    return ev, text[cut:]
+    return ev, text, cut
 
 
 def test_text_eval_reads_the_tail_and_reports_bits_per_character(text_run):
-    ev, tail = text_run
+    ev, text, cut = text_run
+    assert ev.warmup == "history"     # the default for text
     vocab = json.loads(open(os.path.join(ev.model_dir, "vocab.json")).read())
-    ids = np.array([vocab.index(ch) for ch in tail])
-    steps = (len(ids) - 1) // ev.config.data.seq_len * ev.config.data.seq_len
-    x = np.eye(len(vocab), dtype="float32")[ids[:steps]][None]
-    logits, _ = ev.model(x)       # one stream, state carried throughout
+    ids = np.array([vocab.index(ch) for ch in text])
+    # One call over the whole file from the initial state (the history warms
+    # the state up); scored: the predictions of the held-out characters only.
+    x = np.eye(len(vocab), dtype="float32")[ids[:-1]][None]
+    logits, _ = ev.model(x)
     nats = -log_softmax(np.asarray(logits[0], np.float64))[
-        np.arange(steps), ids[1:steps + 1]].mean()
+        np.arange(cut - 1, len(ids) - 1), ids[cut:]].mean()
     row = ev.evaluate("carry")
     assert row["loss"] == pytest.approx(nats, rel=1e-4)
     assert row["bpc"] == pytest.approx(nats / math.log(2), rel=1e-4)
 
 
 def test_sampling_goes_through_model_step(text_run, monkeypatch):
-    ev, _ = text_run
+    ev = text_run[0]
     model, vocab = ev.model, ev.task.vocab
     forced = vocab.index("d")
     real_step = model.step
@@ -98,7 +100,7 @@ def test_sampling_goes_through_model_step(text_run, monkeypatch):
 
 
 def test_sample_equals_sampling_from_whole_sequence_calls(text_run):
-    ev, _ = text_run
+    ev = text_run[0]
     model, vocab = ev.model, ev.task.vocab
     sample = evaluation.sample_text(model, ev.task, "ab", 20, 1.0, seed=7)
     # Reference: the same draws (numpy's generator with the same seed), each
@@ -136,11 +138,10 @@ def test_csv_eval_reads_the_tail_and_reports_mae_in_data_units(tmp_path):
     norm = json.loads(open(os.path.join(config.model_dir,
                                         "normalization.json")).read())
     mean, std = np.array(norm["mean"]), np.array(norm["std"])
-    tail = values[cut:]
-    steps = (len(tail) - 1) // 5 * 5
-    pred, _ = ev.model(((tail[:steps] - mean) / std).astype("float32")[None])
-    pred = np.asarray(pred[0, :, 0], np.float64)
-    target = tail[1:steps + 1, 1]
+    # The whole file from the initial state; scored: the held-out rows.
+    pred, _ = ev.model(((values[:-1] - mean) / std).astype("float32")[None])
+    pred = np.asarray(pred[0, cut - 1:, 0], np.float64)
+    target = values[cut:, 1]
     mae_units = np.abs(pred * std[1] + mean[1] - target).mean()
     mse_normalised = ((pred - (target - mean[1]) / std[1]) ** 2).mean()
     row = ev.evaluate("carry")
