@@ -1,7 +1,7 @@
 """Evaluates the checkpoints of a run: python evaluate.py --model_dir=DIR.
 
 The model and data come from DIR/config.json (written by train.py), so no
-training flag needs repeating. See README.md for the flags.
+training flag needs repeating. See docs/flags.md for the flags.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""Trains an LSTMModel: python train.py [--flags]. See README.md for flags.
+"""Trains an LSTMModel: python train.py [--flags]. See docs/flags.md for flags.
 
 Running the same command again resumes from the latest checkpoint in
 --model_dir.

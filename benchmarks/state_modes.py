@@ -4,15 +4,16 @@
     python benchmarks/state_modes.py --tasks=sine --seeds=1,2,3
 
 For every task, mode and seed this runs `train.py` and then
-`evaluate.py --state_mode=both --output_json` on the held-out data (eval
-`carry`: the state carried over the whole held-out stream; eval `reset`: every
-chunk from the initial state), and prints one markdown table per task: the
+`evaluate.py --state_mode=both --warmup=history --output_json` on the
+held-out data (eval `carry`: the state carried over the whole held-out
+stream, started from the state its history left; eval `reset`: every chunk
+from the initial state), and prints one markdown table per task: the
 mean over seeds (and the spread, max - min, when there are several) of both
 eval losses, the train steps/s (median of the progress windows after the
 first, so compilation is not counted) and, for stored mode, the mean
 `state/staleness`. The text task's corpus is made offline from Python
-standard library sources (`make_corpus`). Runs already done in --out_dir are
-read back, not rerun.
+standard library sources (`make_corpus`). Runs already trained or evaluated in
+--out_dir are read back, not rerun.
 """
 
 import argparse
@@ -47,32 +48,39 @@ def env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def run_one(task_args, mode, seed, model_dir, train_steps):
-    result = model_dir / "result.json"
-    if result.exists():
-        return json.loads(result.read_text())
-    train = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"--model_dir={model_dir}",
-         *task_args, *MODES[mode], f"--seed={seed}",
-         f"--train_steps={train_steps}", "--log_every=100",
-         f"--checkpoint_every={train_steps}", "--max_to_keep=1"],
-        cwd=ROOT, env=env(), capture_output=True, text=True)
-    if train.returncode != 0:
-        raise RuntimeError(f"train.py failed:\n{train.stderr[-3000:]}")
-    rates = [float(line.split(" steps/s")[0].split()[-1])
-             for line in train.stdout.splitlines() if line.startswith("step ")]
-    rows_path = model_dir / "eval.json"
-    evaluate = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), f"--model_dir={model_dir}",
-         "--state_mode=both", f"--output_json={rows_path}"],
-        cwd=ROOT, env=env(), capture_output=True, text=True)
-    if evaluate.returncode != 0:
-        raise RuntimeError(f"evaluate.py failed:\n{evaluate.stderr[-3000:]}")
-    rows = json.loads(rows_path.read_text())
-    out = {r["state_mode"]: r["loss"] for r in rows}
-    out["steps_per_sec"] = statistics.median(rates[1:] or rates)
-    out["staleness"] = staleness(model_dir)
-    result.write_text(json.dumps(out))
+def run_one(task_args, mode, seed, model_dir, train_steps, warmup):
+    """Trains (once: `train.json` caches the speed and staleness) and
+    evaluates (once per warm-up: `eval-<warmup>.json`)."""
+    trained = model_dir / "train.json"
+    if not trained.exists():
+        train = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"),
+             f"--model_dir={model_dir}", *task_args, *MODES[mode],
+             f"--seed={seed}", f"--train_steps={train_steps}",
+             "--log_every=100", f"--checkpoint_every={train_steps}",
+             "--max_to_keep=1"],
+            cwd=ROOT, env=env(), capture_output=True, text=True)
+        if train.returncode != 0:
+            raise RuntimeError(f"train.py failed:\n{train.stderr[-3000:]}")
+        rates = [float(line.split(" steps/s")[0].split()[-1])
+                 for line in train.stdout.splitlines()
+                 if line.startswith("step ")]
+        trained.write_text(json.dumps({
+            "steps_per_sec": statistics.median(rates[1:] or rates),
+            "staleness": staleness(model_dir)}))
+    rows_path = model_dir / f"eval-{warmup}.json"
+    if not rows_path.exists():
+        evaluate = subprocess.run(
+            [sys.executable, str(ROOT / "evaluate.py"),
+             f"--model_dir={model_dir}", "--state_mode=both",
+             f"--warmup={warmup}", f"--output_json={rows_path}"],
+            cwd=ROOT, env=env(), capture_output=True, text=True)
+        if evaluate.returncode != 0:
+            raise RuntimeError(
+                f"evaluate.py failed:\n{evaluate.stderr[-3000:]}")
+    out = {r["state_mode"]: r["loss"]
+           for r in json.loads(rows_path.read_text())}
+    out.update(json.loads(trained.read_text()))
     return out
 
 
@@ -119,6 +127,10 @@ def main():
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--train_steps", type=int, default=1000)
     parser.add_argument("--out_dir", default="runs/state_modes")
+    parser.add_argument("--warmup", default="history",
+                        choices=("history", "none"),
+                        help="evaluate.py --warmup: the hold-out starts from "
+                        "the state its history left, or from the initial one")
     args = parser.parse_args()
     out = pathlib.Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +148,8 @@ def main():
             for seed in seeds:
                 name = f"{task}-{mode.replace(' --burn_in=', '-burn')}-s{seed}"
                 results[mode].append(run_one(task_args, mode, seed,
-                                             out / name, args.train_steps))
+                                             out / name, args.train_steps,
+                                             args.warmup))
                 print(f"done {name}: {results[mode][-1]}", file=sys.stderr,
                       flush=True)
         print(table(task, results, seeds), flush=True)
