@@ -38,6 +38,7 @@ def mirrored(**kwargs):
 
 
 @pytest.mark.parametrize("state_mode", ["carry", "reset"])
+@pytest.mark.slow
 def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
     one = trainer.Trainer(config(tmp_path, "one", state_mode=state_mode),
                           out=io.StringIO())
@@ -59,6 +60,7 @@ def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
     assert rows[1]["loss"] == pytest.approx(rows[0]["loss"], abs=ATOL)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_two_replicas_resumes_on_one_device_and_on_two(
         tmp_path):
     full = trainer.train(config(tmp_path, "full"), out=io.StringIO())

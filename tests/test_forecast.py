@@ -121,6 +121,7 @@ def _independent_predictions(model_dir, raw):
     return model, out[0].numpy() * std[order] + mean[order], scaled, state
 
 
+@pytest.mark.slow
 def test_predictions_forecast_csvs_images_and_plot(csv_dir, tmp_path):
     run, raw = csv_dir
     pred, fc, png = (tmp_path / "pred.csv", tmp_path / "fc.csv",
@@ -209,6 +210,7 @@ def test_forecast_equals_a_step_loop_fed_its_own_predictions(csv_dir):
     assert abs(values[0, 0, 0] - raw[:, 1].mean()) < 3 * raw[:, 1].std()
 
 
+@pytest.mark.slow
 def test_forecast_needs_every_input_to_be_a_target(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,hour\n" + "".join(
