@@ -25,7 +25,8 @@ from lstm_ctl import state as state_lib
 from lstm_ctl.builders import batch_signature, build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
-FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "seed")
+FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "precision",
+                   "seed")
 
 
 class TrainingError(RuntimeError):

@@ -75,6 +75,7 @@ def test_reset_every_three_restarts_all_layers_every_third_batch(tmp_path):
     dict(data=DataConfig(seq_len=4, batch_size=3)),
     dict(state_mode="reset"),
     dict(seed=1),
+    dict(precision="mixed_float16"),   # another optimizer (loss scaling)
 ])
 def test_resume_refuses_other_data_state_mode_or_seed(tmp_path, change):
     config = tiny(tmp_path, train_steps=1, checkpoint_every=1)
