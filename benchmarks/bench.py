@@ -9,10 +9,10 @@ head at every step + MSE + Adam; a forward is the sequence and the head.
 After warm-up the implementations are interleaved round by round, so that a
 slow phase of the machine hits them all alike; the table shows medians and
 ratios against the best of keras.layers.LSTM with and without jit_compile.
-It also measures single-timestep streaming latency at B=1, achieved GFLOP/s
-against a measured matmul peak, and peak memory of a train step on a long
-sequence (each in its own process), and the train step under the
-float32 and mixed_bfloat16 dtype policies (precision.py). Results go to a
+It also measures single-timestep streaming latency at B=1 (streaming.py),
+achieved GFLOP/s against a measured matmul peak, peak memory of a train
+step on a long sequence (each in its own process), and the train step under
+the float32 and mixed_bfloat16 dtype policies (precision.py). Results go to a
 JSON file as well.
 """
 
@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -180,84 +179,6 @@ def bench_config(name, c, rounds, warmup, with_torch):
     return result
 
 
-def streaming(rounds, with_torch, D=32, H=128):
-    """Latency of one timestep at B=1 with the state fed back."""
-    from lstm_ctl import export
-    model = LSTMModel(H, output_dim=OUT_DIM, input_dim=D)
-    x = tf.random.normal([1, D])
-    fns = {}
-    step = tf.function(model.step)
-    state = [model.initial_state(1)]
-
-    def run_step():
-        y, state[0] = step(x, state[0])
-        y.numpy()
-
-    fns["lstm_ctl step"] = run_step
-    step_jit = tf.function(model.step, jit_compile=True)
-    state_jit = [model.initial_state(1)]
-
-    def run_step_jit():
-        y, state_jit[0] = step_jit(x, state_jit[0])
-        y.numpy()
-
-    fns["lstm_ctl step (jit)"] = run_step_jit
-    export_dir = tempfile.mkdtemp(prefix="lstm_ctl_bench_")
-    export.export_saved_model(model, export_dir)
-    served = tf.saved_model.load(export_dir).signatures["step"]
-    served_state = [{k: v for k, v in zip(
-        ("h_0", "c_0"), model.initial_state(1)[0])}]
-
-    def run_exported():
-        out = served(x_t=x, **served_state[0])
-        out.pop("y_t").numpy()
-        served_state[0] = out
-
-    fns["exported step signature"] = run_exported
-    tflite = export.export_tflite(export_dir, os.path.join(export_dir,
-                                                           "step.tflite"))
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runner = tf.lite.Interpreter(tflite).get_signature_runner("step")
-    x_np = x.numpy()
-    lite_state = [{k: v.numpy() for k, v in served_state[0].items()}]
-
-    def run_tflite():
-        out = runner(x_t=x_np, **lite_state[0])
-        out.pop("y_t")
-        lite_state[0] = out
-
-    fns["TFLite step"] = run_tflite
-    cell = keras.layers.LSTMCell(H)
-    dense = keras.layers.Dense(OUT_DIM)
-    keras_state = [[tf.zeros([1, H]), tf.zeros([1, H])]]
-
-    @tf.function
-    def keras_step(x, h, c):
-        out, new = cell(x, [h, c])
-        return dense(out), new
-
-    def run_keras():
-        y, keras_state[0] = keras_step(x, *keras_state[0])
-        y.numpy()
-
-    fns["keras LSTMCell"] = run_keras
-    if with_torch:
-        tcell, thead = torch.nn.LSTMCell(D, H), torch.nn.Linear(H, OUT_DIM)
-        tx = torch.randn(1, D)
-        tstate = [(torch.zeros(1, H), torch.zeros(1, H))]
-
-        def run_torch():
-            with torch.no_grad():
-                tstate[0] = tcell(tx, tstate[0])
-                thead(tstate[0][0]).numpy()
-
-        fns["torch LSTMCell"] = run_torch
-    return {k: v * 1e6 for k, v in
-            interleaved(fns, rounds=rounds * 20, warmup=20).items()}
-
-
 # ------------------------------------------------------------------- memory
 def _rss_mb():
     with open("/proc/self/statm") as f:
@@ -388,6 +309,7 @@ def main():
             args.configs.split(","), args.rounds, args.warmup)
     if not args.skip_streaming:
         print("streaming ...", file=sys.stderr, flush=True)
+        from streaming import streaming
         results["streaming_us"] = streaming(args.rounds, with_torch)
     if not args.skip_memory:
         print("memory ...", file=sys.stderr, flush=True)
