@@ -1,4 +1,4 @@
-"""Tasks as streams, the streams as parallel lanes, and tf.data pipelines.
+"""Tasks as streams, and the streams as parallel lanes (tf.data: pipelines.py).
 
 Every task is a list of `Series` (a sine signal, a text file, a CSV entity
 or file; reading and validating files is tables.py's job), and becomes
@@ -18,10 +18,9 @@ import os
 from typing import List, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from lstm_ctl import tables
-from lstm_ctl.tables import HOLDOUT_FRACTION, holdout_cut  # noqa: F401
+from lstm_ctl.tables import holdout_cut
 
 SINE_LANE_STEPS = {"train": 20000, "eval": 4000}
 VOCAB_FILE = "vocab.json"
@@ -342,68 +341,3 @@ def baseline_loss(task, arrays):
         arrays.last_targets
     err = ((arrays.targets - last) ** 2).mean(-1)
     return float((err * w).sum() / w.sum())
-
-
-# ------------------------------------------------------------- pipelines
-def _features(task):
-    if task.loss == "xent":
-        return lambda ids: tf.one_hot(ids, task.input_dim, dtype=tf.float32)
-    return lambda x: x
-
-
-def _constants(arrays):
-    return {k: tf.constant(getattr(arrays, k))
-            for k in ("inputs", "targets", "resets", "weights")}
-
-
-def stream_dataset(task, arrays, seq_len, repeat=True):
-    """Carry-mode batches: batch k is every lane's chunk k, `[B, T, ...]`.
-
-    The first batch of each pass starts every lane's first stream, so a
-    repeat also resets the state.
-    """
-    chunks = arrays.steps // seq_len
-    tensors = _constants(arrays)
-    features = _features(task)
-
-    def chunk(k):
-        k = tf.cast(k, tf.int32)
-        sl = lambda t: t[:, k * seq_len:(k + 1) * seq_len]  # noqa: E731
-        return {"inputs": features(sl(tensors["inputs"])),
-                "targets": sl(tensors["targets"]),
-                "reset_mask": sl(tensors["resets"]),
-                "weights": sl(tensors["weights"])}
-
-    ds = tf.data.Dataset.range(chunks)
-    if repeat:
-        ds = ds.repeat()
-    return ds.map(chunk).prefetch(2)
-
-
-def shuffled_dataset(task, arrays, seq_len, seed):
-    """Reset-mode batches: chunks from any lane and place, shuffled."""
-    chunks = arrays.steps // seq_len
-    lanes = arrays.lanes
-    tensors = _constants(arrays)
-    features = _features(task)
-    first = tf.one_hot(0, seq_len, on_value=True, off_value=False)
-
-    def example(i):
-        i = tf.cast(i, tf.int32)
-        lane, k = i // chunks, i % chunks
-        sl = lambda t: t[lane, k * seq_len:(k + 1) * seq_len]  # noqa: E731
-        return {"inputs": features(sl(tensors["inputs"])),
-                "targets": sl(tensors["targets"]),
-                "reset_mask": tf.logical_or(sl(tensors["resets"]), first),
-                "weights": sl(tensors["weights"])}
-
-    return (tf.data.Dataset.range(lanes * chunks)
-            .shuffle(lanes * chunks, seed=seed, reshuffle_each_iteration=True)
-            .repeat().map(example).batch(lanes, drop_remainder=True)
-            .prefetch(2))
-
-
-def train_dataset(task, arrays, seq_len, state_mode, seed):
-    if state_mode == "carry":
-        return stream_dataset(task, arrays, seq_len)
-    return shuffled_dataset(task, arrays, seq_len, seed)

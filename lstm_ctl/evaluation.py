@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_ctl import checkpoints, config as config_lib, data, forecast
-from lstm_ctl import losses, summaries
+from lstm_ctl import losses, pipelines, summaries
 from lstm_ctl import state as state_lib
 from lstm_ctl.builders import batch_signature, build_model
 
@@ -43,7 +43,7 @@ class Evaluator:
                                              model_dir)
             # Built once: every checkpoint and state mode reads the same
             # chunks.
-            self.dataset = data.stream_dataset(self.task, self.arrays,
+            self.dataset = pipelines.stream_dataset(self.task, self.arrays,
                                                self.config.data.seq_len,
                                                repeat=False)
         self.model = build_model(self.config, self.task)

@@ -19,69 +19,11 @@ the start of this one after exactly T steps: that state (the final state
 when N = 0) is what a stored-mode step keeps for the successor.
 """
 
-import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import data
+from lstm_ctl import pipelines
 from lstm_ctl import state as state_lib
 from lstm_ctl.state import LSTMState
-
-
-# ------------------------------------------------------------- pipeline
-def window_dataset(task, arrays, seq_len, burn_in, seed, shuffle=True):
-    """Stored-state and burn-in batches: shuffled chunks, each with its
-    index and its stream's `burn_in` steps before it.
-
-    Example `i` is chunk `k = i % chunks` of lane `i // chunks`, the span
-    `[kT, (k+1)T)` with the lane's own `reset_mask`, plus:
-    - `chunk` `[B]` int32: `i`; chunk `i - 1` is the one before it in its
-      lane (its predecessor, unless `stream_start`);
-    - `stream_start` `[B]` bool: the chunk's stream starts inside its
-      window `[kT - burn_in, kT]` (or the lane does, after the window's
-      start): the window then starts from the initial state;
-    - with `burn_in` > 0, `burn_in_inputs` `[B, N, D]`, the steps
-      `[kT - N, kT)`, and `burn_in_mask` `[B, N]`, False where a step is
-      padding before the lane's start or belongs to an earlier stream (so a
-      burn-in never reads the previous stream).
-    `shuffle=False` visits the chunks in stream order (batch k holds every
-    lane's chunk k), as carry mode does; for tests.
-    """
-    chunks = arrays.steps // seq_len
-    lanes = arrays.lanes
-    tensors = data._constants(arrays)
-    # Where the stream of each step started: [lanes, steps] int32.
-    steps = np.arange(arrays.steps, dtype=np.int32)
-    stream_begin = tf.constant(np.maximum.accumulate(
-        np.where(arrays.resets, steps, 0), axis=1))
-    features = data._features(task)
-
-    def example(i):
-        i = tf.cast(i, tf.int32)
-        lane, k = i // chunks, i % chunks
-        start = k * seq_len
-        sl = lambda t: t[lane, start:start + seq_len]  # noqa: E731
-        begin = stream_begin[lane, start]  # of the chunk's first step
-        first = start - burn_in  # the window's start
-        out = {"inputs": features(sl(tensors["inputs"])),
-               "targets": sl(tensors["targets"]),
-               "reset_mask": sl(tensors["resets"]),
-               "weights": sl(tensors["weights"]),
-               "chunk": i, "stream_start": first <= begin}
-        if burn_in:
-            positions = tf.range(first, start)
-            out["burn_in_inputs"] = features(
-                tf.gather(tensors["inputs"][lane], tf.maximum(positions, 0)))
-            out["burn_in_mask"] = positions >= begin
-        return out
-
-    if shuffle:
-        ds = tf.data.Dataset.range(lanes * chunks).shuffle(
-            lanes * chunks, seed=seed, reshuffle_each_iteration=True)
-    else:  # batch k: every lane's chunk k
-        ds = tf.data.Dataset.range(chunks * lanes).map(
-            lambda j: (j % lanes) * chunks + j // lanes)
-    return (ds.repeat().map(example).batch(lanes, drop_remainder=True)
-            .prefetch(2))
 
 
 def max_burn_in(arrays, seq_len):
@@ -158,9 +100,9 @@ class StatePolicy:
 
     def dataset(self, task, arrays, shuffle=True):
         if not self.windowed:
-            return data.train_dataset(task, arrays, self.seq_len, self.mode,
+            return pipelines.train_dataset(task, arrays, self.seq_len, self.mode,
                                       self.seed)
-        return window_dataset(task, arrays, self.seq_len, self.burn_in,
+        return pipelines.window_dataset(task, arrays, self.seq_len, self.burn_in,
                                    self.seed, shuffle=shuffle)
 
     def signature(self, batch_spec):

@@ -17,7 +17,7 @@ import glob
 import json
 import math
 import os
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lstm_ctl import data
+from lstm_ctl import data, pipelines
 from lstm_ctl.config import DataConfig
 
 
@@ -26,7 +26,7 @@ def test_lanes_pack_whole_streams_and_mark_where_they_start():
 def test_carry_batches_continue_each_row_of_the_previous_batch():
     config = DataConfig(task="sine", seq_len=7, batch_size=4, seed=3)
     task, arrays = data.build_task(config, "eval")
-    batches = list(data.stream_dataset(task, arrays, 7, repeat=False)
+    batches = list(pipelines.stream_dataset(task, arrays, 7, repeat=False)
                    .take(5).as_numpy_iterator())
     for k in range(4):
         for i in range(4):
@@ -62,7 +62,7 @@ def test_sine_streams_are_deterministic_and_change_within_lanes():
 def test_reset_batches_are_shuffled_chunks_that_start_fresh():
     config = DataConfig(task="sine", seq_len=5, batch_size=3, seed=1)
     task, arrays = data.build_task(config, "eval")
-    batch = next(iter(data.shuffled_dataset(task, arrays, 5, seed=0)))
+    batch = next(iter(pipelines.shuffled_dataset(task, arrays, 5, seed=0)))
     assert batch["inputs"].shape == (3, 5, 1)
     assert np.asarray(batch["reset_mask"])[:, 0].all()
     chunks = arrays.inputs[:, :arrays.steps // 5 * 5].reshape(3, -1, 5, 1)
@@ -90,7 +90,7 @@ def test_text_task_vocab_and_unigram_baseline(tmp_path):
     baseline = data.baseline_loss(task, arrays)
     p = np.array([2, 2, 1]) / 5
     assert baseline == pytest.approx(-(p * np.log(p)).sum(), rel=0.02)
-    batch = next(iter(data.stream_dataset(task, arrays, 4)))
+    batch = next(iter(pipelines.stream_dataset(task, arrays, 4)))
     assert batch["inputs"].shape == (2, 4, 3)
     np.testing.assert_array_equal(np.asarray(batch["inputs"]).sum(-1), 1.0)
 

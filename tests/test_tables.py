@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from lstm_ctl import data, trainer
+from lstm_ctl import data, pipelines, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 
@@ -161,7 +161,7 @@ def test_panel_entities_are_streams_with_resets_and_own_holdouts(tmp_path):
     np.testing.assert_array_equal(arrays.weights, 1.0)
     # The batches' reset_mask is True exactly where an entity (or a lane)
     # begins, and wherever a lane moves from one entity to the next.
-    batches = list(data.stream_dataset(task, arrays, 4, repeat=False)
+    batches = list(pipelines.stream_dataset(task, arrays, 4, repeat=False)
                    .as_numpy_iterator())
     mask = np.concatenate([b["reset_mask"] for b in batches], axis=1)
     np.testing.assert_array_equal(mask, resets[:, :mask.shape[1]])

@@ -1,0 +1,130 @@
+"""tf.data pipelines over the lanes of `data.StreamArrays`, one per state
+policy: carry mode reads every lane's chunk k as batch k (row i of batch
+k+1 continues row i of batch k); reset mode shuffles chunks; stored mode
+and burn-in add each chunk's index and its stream's previous steps.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def features_of(task):
+    """Inputs as the model takes them: text ids one-hot, else as they are."""
+    if task.loss == "xent":
+        return lambda ids: tf.one_hot(ids, task.input_dim, dtype=tf.float32)
+    return lambda x: x
+
+
+def lane_tensors(arrays):
+    """The lanes' arrays as constants, read by every pipeline's map."""
+    return {k: tf.constant(getattr(arrays, k))
+            for k in ("inputs", "targets", "resets", "weights")}
+
+
+def stream_dataset(task, arrays, seq_len, repeat=True):
+    """Carry-mode batches: batch k is every lane's chunk k, `[B, T, ...]`.
+
+    The first batch of each pass starts every lane's first stream, so a
+    repeat also resets the state.
+    """
+    chunks = arrays.steps // seq_len
+    tensors = lane_tensors(arrays)
+    features = features_of(task)
+
+    def chunk(k):
+        k = tf.cast(k, tf.int32)
+        sl = lambda t: t[:, k * seq_len:(k + 1) * seq_len]  # noqa: E731
+        return {"inputs": features(sl(tensors["inputs"])),
+                "targets": sl(tensors["targets"]),
+                "reset_mask": sl(tensors["resets"]),
+                "weights": sl(tensors["weights"])}
+
+    ds = tf.data.Dataset.range(chunks)
+    if repeat:
+        ds = ds.repeat()
+    return ds.map(chunk).prefetch(2)
+
+
+def shuffled_dataset(task, arrays, seq_len, seed):
+    """Reset-mode batches: chunks from any lane and place, shuffled."""
+    chunks = arrays.steps // seq_len
+    lanes = arrays.lanes
+    tensors = lane_tensors(arrays)
+    features = features_of(task)
+    first = tf.one_hot(0, seq_len, on_value=True, off_value=False)
+
+    def example(i):
+        i = tf.cast(i, tf.int32)
+        lane, k = i // chunks, i % chunks
+        sl = lambda t: t[lane, k * seq_len:(k + 1) * seq_len]  # noqa: E731
+        return {"inputs": features(sl(tensors["inputs"])),
+                "targets": sl(tensors["targets"]),
+                "reset_mask": tf.logical_or(sl(tensors["resets"]), first),
+                "weights": sl(tensors["weights"])}
+
+    return (tf.data.Dataset.range(lanes * chunks)
+            .shuffle(lanes * chunks, seed=seed, reshuffle_each_iteration=True)
+            .repeat().map(example).batch(lanes, drop_remainder=True)
+            .prefetch(2))
+
+
+def train_dataset(task, arrays, seq_len, state_mode, seed):
+    if state_mode == "carry":
+        return stream_dataset(task, arrays, seq_len)
+    return shuffled_dataset(task, arrays, seq_len, seed)
+
+
+def window_dataset(task, arrays, seq_len, burn_in, seed, shuffle=True):
+    """Stored-state and burn-in batches: shuffled chunks, each with its
+    index and its stream's `burn_in` steps before it.
+
+    Example `i` is chunk `k = i % chunks` of lane `i // chunks`, the span
+    `[kT, (k+1)T)` with the lane's own `reset_mask`, plus:
+    - `chunk` `[B]` int32: `i`; chunk `i - 1` is the one before it in its
+      lane (its predecessor, unless `stream_start`);
+    - `stream_start` `[B]` bool: the chunk's stream starts inside its
+      window `[kT - burn_in, kT]` (or the lane does, after the window's
+      start): the window then starts from the initial state;
+    - with `burn_in` > 0, `burn_in_inputs` `[B, N, D]`, the steps
+      `[kT - N, kT)`, and `burn_in_mask` `[B, N]`, False where a step is
+      padding before the lane's start or belongs to an earlier stream (so a
+      burn-in never reads the previous stream).
+    `shuffle=False` visits the chunks in stream order (batch k holds every
+    lane's chunk k), as carry mode does; for tests.
+    """
+    chunks = arrays.steps // seq_len
+    lanes = arrays.lanes
+    tensors = lane_tensors(arrays)
+    # Where the stream of each step started: [lanes, steps] int32.
+    steps = np.arange(arrays.steps, dtype=np.int32)
+    stream_begin = tf.constant(np.maximum.accumulate(
+        np.where(arrays.resets, steps, 0), axis=1))
+    features = features_of(task)
+
+    def example(i):
+        i = tf.cast(i, tf.int32)
+        lane, k = i // chunks, i % chunks
+        start = k * seq_len
+        sl = lambda t: t[lane, start:start + seq_len]  # noqa: E731
+        begin = stream_begin[lane, start]  # of the chunk's first step
+        first = start - burn_in  # the window's start
+        out = {"inputs": features(sl(tensors["inputs"])),
+               "targets": sl(tensors["targets"]),
+               "reset_mask": sl(tensors["resets"]),
+               "weights": sl(tensors["weights"]),
+               "chunk": i, "stream_start": first <= begin}
+        if burn_in:
+            positions = tf.range(first, start)
+            out["burn_in_inputs"] = features(
+                tf.gather(tensors["inputs"][lane], tf.maximum(positions, 0)))
+            out["burn_in_mask"] = positions >= begin
+        return out
+
+    if shuffle:
+        ds = tf.data.Dataset.range(lanes * chunks).shuffle(
+            lanes * chunks, seed=seed, reshuffle_each_iteration=True)
+    else:  # batch k: every lane's chunk k
+        ds = tf.data.Dataset.range(chunks * lanes).map(
+            lambda j: (j % lanes) * chunks + j // lanes)
+    return (ds.repeat().map(example).batch(lanes, drop_remainder=True)
+            .prefetch(2))
