@@ -18,6 +18,7 @@ from tensorboard.util import tensor_util
 
 from lstm_ctl import config as config_lib, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import NaNAt, frozen_trainer as frozen
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATOL = 1e-5
@@ -32,12 +33,6 @@ def tiny(tmp_path, name="run", **kwargs):
     values.update(kwargs)
     return TrainConfig(**values)
 
-
-def frozen(config):
-    """A trainer whose updates are zero: its weights stay put."""
-    t = trainer.Trainer(config, out=io.StringIO())
-    t.optimizer.learning_rate.assign(0.0)
-    return t
 
 
 def chunks_state(t, first, last):
@@ -85,21 +80,6 @@ def test_resume_refuses_other_data_state_mode_or_seed(tmp_path, change):
         trainer.Trainer(dataclasses.replace(config, **change),
                         out=io.StringIO())
 
-
-class NaNAt:
-    """The batch of step `step` (1-based) gets a NaN input in row 0."""
-
-    def __init__(self, iterator, step):
-        self.iterator, self.step, self.count = iterator, step, 0
-
-    def __next__(self):
-        batch = next(self.iterator)
-        self.count += 1
-        if self.count == self.step:
-            inputs = batch["inputs"].numpy()
-            inputs[0, 1, 0] = np.nan
-            batch = dict(batch, inputs=tf.constant(inputs))
-        return batch
 
 
 def test_skipped_nonfinite_step_restarts_the_carried_state(tmp_path):

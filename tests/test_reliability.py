@@ -6,13 +6,13 @@ import pathlib
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 from tensorboard.util import tensor_util
 
 from lstm_ctl import checkpoints, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import NaNAt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,22 +24,6 @@ def config(tmp_path, name="run", **kwargs):
                   lr_schedule="constant")
     values.update(kwargs)
     return TrainConfig(**values)
-
-
-class NaNAt:
-    """Fault injection: the batch of step `step` gets a NaN input."""
-
-    def __init__(self, iterator, step):
-        self.iterator, self.step, self.count = iterator, step, 0
-
-    def __next__(self):
-        batch = next(self.iterator)
-        self.count += 1
-        if self.count == self.step:
-            inputs = batch["inputs"].numpy()
-            inputs[0, 1, 0] = np.nan
-            batch = dict(batch, inputs=tf.constant(inputs))
-        return batch
 
 
 def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):

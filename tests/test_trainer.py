@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from lstm_ctl import checkpoints, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import frozen_trainer
 
 ATOL = 1e-5
 
@@ -24,12 +25,6 @@ def tiny_config(tmp_path, name="run", model=None, data=None, **kwargs):
     values.update(kwargs)
     return TrainConfig(**values)
 
-
-def frozen_trainer(config):
-    """A trainer whose updates are zero, so its weights stay put."""
-    t = trainer.Trainer(config, out=io.StringIO())
-    t.optimizer.learning_rate.assign(0.0)
-    return t
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
