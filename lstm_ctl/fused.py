@@ -21,7 +21,10 @@ the backward pass are in the state's dtype (float32), so only the matmuls
 run in the compute dtype and the state does not drift.
 """
 
+import os
+
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 from lstm_ctl.state import LSTMState
 
@@ -58,9 +61,14 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
     `[T, B, H]`; with a reset or a mask also h and c before each step
     (without them, those are the previous step's and are not stored twice).
     """
-    xproj = project(x, kernel, bias)  # [T, B, 4H]
-    steps = tf.shape(x)[0]
+    shape = tf.shape(x)
+    steps = shape[0]
     compute, dtype = x.dtype, h0.dtype
+    # The bias is added in the loop, where it fuses into the gate math,
+    # rather than in a pass of its own over `[T, B, 4H]`.
+    xproj = tf.reshape(tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel),
+                       [steps, shape[1], -1])
+    bias = tf.cast(bias, dtype)
     scale = _gate_scale(tf.shape(h0)[1], dtype)
     offset = 1.0 - scale
     explicit_prev = reset is not None or mask is not None
@@ -73,7 +81,7 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
             h = _where(reset[t], init_h, h)
             c = _where(reset[t], init_c, c)
         h_in = h if rdp is None else h * rdp
-        z = tf.cast(xproj[t], dtype) + tf.cast(tf.matmul(
+        z = tf.cast(xproj[t], dtype) + bias + tf.cast(tf.matmul(
             tf.cast(h_in, compute), recurrent_kernel), dtype)  # [B, 4H]
         acts = tf.tanh(z * scale) * scale + offset  # i, f, g, o activated
         i, f, g, o = tf.split(acts, 4, axis=1)
@@ -111,8 +119,8 @@ def _backward_factors(acts, c_new, c_prev, c0):
     """The chain rule's factors that do not depend on the recurrence.
 
     Computed for all timesteps at once: `d_cn_from_h [T, B, H]` (dc from
-    dh), `d_z_factor [T, B, 4H]` (d_z = [dc, dc, dc, dh] * d_z_factor) and
-    the forget gate `f [T, B, H]`. `c_prev=None`: the previous step's c.
+    dh) and `d_z_factor [T, B, 4H]` (d_z = [dc, dc, dc, dh] * d_z_factor).
+    `c_prev=None`: the previous step's c.
     """
     if c_prev is None:
         c_prev = _shifted(c0, c_new)
@@ -121,15 +129,21 @@ def _backward_factors(acts, c_new, c_prev, c0):
     d_cn_from_h = o * (1.0 - tanh_c * tanh_c)
     d_z_factor = tf.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f),
                             i * (1.0 - g * g), tanh_c * o * (1.0 - o)], 2)
-    return d_cn_from_h, d_z_factor, f
+    return d_cn_from_h, d_z_factor
 
 
-def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, f,
+def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, acts,
                    recurrent_kernel, reset, mask, rdp):
     """The recurrence, last step first: returns `(d_z [T, B, 4H], d_h0, d_c0,
-    d_init_h, d_init_c)` with one `d_z @ recurrent_kernel^T` per step."""
+    d_init_h, d_init_c)` with one `d_z @ recurrent_kernel^T` per step.
+
+    The kernel is transposed once before the loop: on XLA:CPU a matmul with
+    `transpose_b` in the loop was 1.5x slower at B=32.
+    """
     steps = tf.shape(d_out)[0]
+    units = tf.shape(d_h)[1]
     compute, dtype = recurrent_kernel.dtype, d_h.dtype
+    kernel_t = tf.transpose(recurrent_kernel)  # [4H, H]
     d_z = tf.TensorArray(dtype, size=steps)
     zeros = tf.zeros_like(d_h)
 
@@ -143,11 +157,10 @@ def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, f,
             d_cn = tf.where(m, d_cn, 0.0)
         d_cn = d_cn + d_hn * d_cn_from_h[t]
         dz = tf.concat([d_cn, d_cn, d_cn, d_hn], 1) * d_z_factor[t]
-        d_hp = tf.cast(tf.matmul(tf.cast(dz, compute), recurrent_kernel,
-                                 transpose_b=True), dtype)
+        d_hp = tf.cast(tf.matmul(tf.cast(dz, compute), kernel_t), dtype)
         if rdp is not None:
             d_hp = d_hp * rdp
-        d_cp = d_cn * f[t]
+        d_cp = d_cn * acts[t][:, units:2 * units]  # * f
         if m is not None:
             d_hp = tf.where(m, d_hp, d_h)
             d_cp = tf.where(m, d_cp, d_c)
@@ -216,9 +229,42 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
     # each step are the previous step's: they were not stored twice.
     factors = _factors_compiled(acts, c_new, c_prev, c0)
     d_z, d_h0, d_c0, d_init_h, d_init_c = _loop_compiled(
-        d_out, d_h, d_c, *factors, recurrent_kernel, reset, mask, rdp)
+        d_out, d_h, d_c, *factors, acts, recurrent_kernel, reset, mask, rdp)
     weights = _weights_compiled(d_z, x, h_prev, h0, out, kernel, rdp)
     return (*weights, d_h0, d_c0, d_init_h, d_init_c)
+
+
+# ------------------------------------------------------------- batch shards
+# A compiled loop runs on one core at a time: XLA:CPU parallelises a matmul
+# as small as `[32, 128] @ [128, 512]` poorly. So the batch is cut into
+# shards, one compiled forward and backward per shard, which TensorFlow's
+# executor runs side by side (one per core). Rows are independent, so the
+# result is the same; the kernels' gradients are summed over the shards.
+MIN_SHARD_ROWS = 16  # smaller shards lose more in matmul speed than they win
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def shard_counts():
+    """The shard counts worth trying here: 1, 2, 4, ... up to the cores.
+
+    Only 1 when shards could not run side by side: eagerly (calls run one
+    after another), inside an outer XLA function (all in one program), or
+    when a GPU is visible (the layer runs there, as one launch).
+    """
+    if (tf.executing_eagerly() or tf.config.list_logical_devices("GPU")
+            or control_flow_util.GraphOrParentsInXlaContext(
+                tf.compat.v1.get_default_graph())):
+        return [1]
+    counts = [1]
+    while counts[-1] * 2 <= _cores():
+        counts.append(counts[-1] * 2)
+    return counts
 
 
 def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
@@ -230,7 +276,65 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
     instead of `x` and the kernels). `training=False` runs a loop that saves
     nothing for the backward pass; if a gradient is asked for all the same,
     it reruns the saving loop first.
+
+    The batch is cut into the most shards of at least MIN_SHARD_ROWS rows
+    that `shard_counts` allows: chosen when tracing if the batch size is
+    known then, else at run time (`tf.switch_case`).
     """
+    args = (x, kernel, recurrent_kernel, bias, state, reset, init, mask,
+            recurrent_dropout_mask, training)
+    counts = shard_counts()
+    batch = x.shape[1]
+    if batch is not None or len(counts) == 1:
+        fit = [n for n in counts if n * MIN_SHARD_ROWS <= (batch or 0)]
+        return _sharded(fit[-1] if fit else 1, *args)
+    branch = tf.reduce_sum(tf.cast(
+        tf.constant(counts[1:]) * MIN_SHARD_ROWS <= tf.shape(x)[1], tf.int32))
+    # Each branch is a function of its own: a gradient through a branch
+    # cannot reach the tensors that `tf.custom_gradient` keeps inside it.
+    branches = [tf.function(lambda n=n: _sharded(n, *args), autograph=False)
+                for n in counts]
+    return tf.switch_case(branch, branches)
+
+
+def _sharded(shards, x, kernel, recurrent_kernel, bias, state, reset, init,
+             mask, recurrent_dropout_mask, training):
+    """`_layer` on `shards` even slices of the batch, joined again."""
+    if shards == 1:
+        return _layer(x, kernel, recurrent_kernel, bias, state, reset, init,
+                      mask, recurrent_dropout_mask, training)
+    batch = x.shape[1]
+    if batch is not None:
+        sizes = [batch // shards + (i < batch % shards) for i in range(shards)]
+    else:
+        batch = tf.shape(x)[1]
+        sizes = batch // shards + tf.cast(tf.range(shards) < batch % shards,
+                                          batch.dtype)
+
+    def split(tensor, axis):
+        return (tf.split(tensor, sizes, axis, num=shards) if tensor is not None
+                else [None] * shards)
+
+    pieces = zip(split(x, 1), split(state.h, 0), split(state.c, 0),
+                 split(reset, 1), split(None if init is None else init.h, 0),
+                 split(None if init is None else init.c, 0), split(mask, 1),
+                 split(recurrent_dropout_mask, 0))
+    outs, hs, cs = [], [], []
+    for x_s, h_s, c_s, reset_s, ih_s, ic_s, mask_s, rdp_s in pieces:
+        init_s = None if init is None else LSTMState(ih_s, ic_s)
+        out, final = _layer(x_s, kernel, recurrent_kernel, bias,
+                            LSTMState(h_s, c_s), reset_s, init_s, mask_s,
+                            rdp_s, training)
+        outs.append(out)
+        hs.append(final.h)
+        cs.append(final.c)
+    return tf.concat(outs, 1), LSTMState(tf.concat(hs, 0), tf.concat(cs, 0))
+
+
+def _layer(x, kernel, recurrent_kernel, bias, state, reset, init, mask,
+           recurrent_dropout_mask, training):
+    """`layer_sequence` on one shard: the compiled forward and, through
+    `tf.custom_gradient`, the compiled backward."""
     has_init = reset is not None
     rdp = (None if recurrent_dropout_mask is None
            else tf.cast(recurrent_dropout_mask, state.h.dtype))

@@ -157,3 +157,46 @@ def test_compiled_model_call_does_not_retrace_for_new_shapes():
                        fused._forward_saving.experimental_get_tracing_count(),
                        fused._loop_compiled.experimental_get_tracing_count()))
     assert counts[0] == counts[-1], counts
+
+
+@pytest.mark.parametrize("batch_known", [True, False])
+def test_batch_shards_match_the_reference(monkeypatch, batch_known):
+    """The batch cut into shards (here forced at 2 rows a shard on 4 cores)
+    gives the reference's numbers, with every option on: uneven shards,
+    resets to a learned state, padding and dropout. With the batch size
+    unknown when tracing, the shard count is picked at run time."""
+    monkeypatch.setattr(fused, "MIN_SHARD_ROWS", 2)
+    monkeypatch.setattr(fused, "_cores", lambda: 4)
+    shard_rows = []
+    layer = fused._layer
+    monkeypatch.setattr(fused, "_layer", lambda x, *a: (
+        shard_rows.append(x.shape[1]), layer(x, *a))[1])
+    ref, fast = build_pair("fused", initial_state_mode="learned",
+                           dropout=0.3, recurrent_dropout=0.3)
+    for batch, rows in ((9, [3, 2, 2, 2]), (5, [3, 2]), (3, [3])):
+        x, state, reset_mask, pad = inputs(batch=batch, reset=True, mask=True)
+        expected = run(ref, x, state, reset_mask, pad, True)
+        spec = [tf.TensorSpec([batch if batch_known else None, 7, 4]),
+                tf.nest.map_structure(
+                    lambda s: tf.TensorSpec([batch if batch_known else None,
+                                             6]), state)]
+        del shard_rows[:]
+        got = run(fast, x, state, reset_mask, pad, True,
+                  wrap=lambda f: tf.function(f, input_signature=spec))
+        assert_same(got, expected)
+        # Two layers; unknown batch: every branch is traced (1, 2, 4 shards).
+        assert shard_rows == (rows * 2 if batch_known
+                              else [None] * 7 * 2), shard_rows
+
+
+def test_no_shards_where_they_could_not_run_side_by_side(monkeypatch):
+    monkeypatch.setattr(fused, "_cores", lambda: 5)
+    counts = {}
+
+    def probe(name):
+        return lambda: counts.setdefault(name, fused.shard_counts())
+
+    probe("eager")()
+    tf.function(probe("graph"))()
+    tf.function(probe("xla"), jit_compile=True)()
+    assert counts == {"eager": [1], "graph": [1, 2, 4], "xla": [1]}
