@@ -179,8 +179,8 @@ def _backward_loop(d_out, d_h, d_c, d_cn_from_h, d_z_factor, acts,
     return d_z.stack(), d_h0, d_c0, d_init_h, d_init_c
 
 
-def _backward_weights(d_z, x, h_prev, h0, out, kernel, rdp):
-    """Gradients of the kernels, bias and inputs over all `T * B` rows.
+def _backward_weights(d_z, x, h_prev, h0, out, rdp):
+    """Gradients of the kernels and bias over all `T * B` rows.
 
     Two matmuls, `x^T @ d_z` and `h_prev^T @ d_z`: one matmul over
     `[x, h_prev]` was slower on A by the copy that joins them.
@@ -191,17 +191,25 @@ def _backward_weights(d_z, x, h_prev, h0, out, kernel, rdp):
     h_prev = (_shifted(tf.cast(h0, compute), out) if h_prev is None
               else tf.cast(h_prev, compute))
     units = tf.shape(h_prev)[2]
-    x_shape = tf.shape(x)
     d_z = tf.reshape(d_z, [-1, 4 * units])  # [T*B, 4H]
     d_bias = tf.cast(tf.reduce_sum(d_z, 0), compute)
     d_z = tf.cast(d_z, compute)
     h_in = h_prev if rdp is None else h_prev * tf.cast(rdp, compute)
-    d_kernel = tf.matmul(tf.reshape(x, [-1, x_shape[2]]), d_z,
+    d_kernel = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), d_z,
                          transpose_a=True)  # [D, 4H]
     d_recurrent_kernel = tf.matmul(tf.reshape(h_in, [-1, units]), d_z,
                                    transpose_a=True)  # [H, 4H]
-    d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), x_shape)
-    return d_x, d_kernel, d_recurrent_kernel, d_bias
+    return d_kernel, d_recurrent_kernel, d_bias
+
+
+def _backward_inputs(d_z, kernel):
+    """`d_x [T, B, D]`: a function of its own, so that TensorFlow prunes it
+    when nothing asks for the inputs' gradient (the first layer's, mostly:
+    on C that matmul is a sixth of the backward's FLOPs)."""
+    shape = tf.shape(d_z)
+    d_x = tf.matmul(tf.reshape(tf.cast(d_z, kernel.dtype), [-1, shape[2]]),
+                    kernel, transpose_b=True)
+    return tf.reshape(d_x, [shape[0], shape[1], -1])
 
 
 # Compiled once per pattern of optional inputs (reset, mask, dropout); XLA
@@ -221,6 +229,7 @@ def _forward_only(*args):
 _factors_compiled = tf.function(_backward_factors, **_JIT)
 _loop_compiled = tf.function(_backward_loop, **_JIT)
 _weights_compiled = tf.function(_backward_weights, **_JIT)
+_inputs_compiled = tf.function(_backward_inputs, **_JIT)
 
 
 def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
@@ -232,8 +241,9 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
     factors = _factors_compiled(acts, c_new, c_prev, c0)
     d_z, d_h0, d_c0, d_init_h, d_init_c = _loop_compiled(
         d_out, d_h, d_c, *factors, acts, recurrent_kernel, reset, mask, rdp)
-    weights = _weights_compiled(d_z, x, h_prev, h0, out, kernel, rdp)
-    return (*weights, d_h0, d_c0, d_init_h, d_init_c)
+    weights = _weights_compiled(d_z, x, h_prev, h0, out, rdp)
+    d_x = _inputs_compiled(d_z, kernel)
+    return (d_x, *weights, d_h0, d_c0, d_init_h, d_init_c)
 
 
 # ------------------------------------------------------------- batch shards

@@ -150,7 +150,7 @@ def test_serve_uses_its_state_inputs_and_returns_every_final_state(exported):
 
 # --------------------------------------------------------------- retracing
 INNER = ("_forward_only", "_forward_saving", "_factors_compiled",
-         "_loop_compiled", "_weights_compiled")
+         "_loop_compiled", "_weights_compiled", "_inputs_compiled")
 
 
 def inner_traces():
