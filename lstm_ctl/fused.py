@@ -72,16 +72,19 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
     scale = _gate_scale(tf.shape(h0)[1], dtype)
     offset = 1.0 - scale
     explicit_prev = reset is not None or mask is not None
-    count = 1 + (2 if save else 0) + (2 if save and explicit_prev else 0)
-    arrays = [tf.TensorArray(compute if k == 0 else dtype, size=steps)
-              for k in range(count)]
+    # With `save`, the gate activations are written over the projection,
+    # in place: no second `[T, B, 4H]` array to zero-fill.
+    zs = tf.TensorArray(dtype, size=steps).unstack(tf.cast(xproj, dtype))
+    count = 1 + (1 if save else 0) + (2 if save and explicit_prev else 0)
+    arrays = [zs] + [tf.TensorArray(compute if k == 0 else dtype, size=steps)
+                     for k in range(count)]
 
     def body(t, h, c, *arrays):
         if reset is not None:
             h = _where(reset[t], init_h, h)
             c = _where(reset[t], init_c, c)
         h_in = h if rdp is None else h * rdp
-        z = tf.cast(xproj[t], dtype) + bias + tf.cast(tf.matmul(
+        z = arrays[0].read(t) + bias + tf.cast(tf.matmul(
             tf.cast(h_in, compute), recurrent_kernel), dtype)  # [B, 4H]
         acts = tf.tanh(z * scale) * scale + offset  # i, f, g, o activated
         i, f, g, o = tf.split(acts, 4, axis=1)
@@ -90,10 +93,10 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
         m = None if mask is None else mask[t]
         h_state, c_state = _where(m, h_new, h), _where(m, c_new, c)
         arrays = list(arrays)
-        arrays[0] = arrays[0].write(t, tf.cast(
+        arrays[1] = arrays[1].write(t, tf.cast(
             _where(m, h_new, tf.zeros_like(h_new)), compute))
         if save:
-            arrays[1] = arrays[1].write(t, acts)
+            arrays[0] = arrays[0].write(t, acts)
             arrays[2] = arrays[2].write(t, c_new)
             if explicit_prev:
                 arrays[3] = arrays[3].write(t, h)  # h_{t-1} after any reset
@@ -103,11 +106,11 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
     result = tf.while_loop(lambda t, *_: t < steps, body,
                            (tf.constant(0), h0, c0, *arrays),
                            maximum_iterations=steps)
-    out, h, c = result[3].stack(), result[1], result[2]
+    out, h, c = result[4].stack(), result[1], result[2]
     if not save:
         return out, h, c
-    saved = [a.stack() for a in result[4:]]  # acts, c_new (, h/c_prev)
-    return (out, h, c, *saved)
+    saved = [result[3].stack()] + [a.stack() for a in result[5:]]
+    return (out, h, c, *saved)  # acts, c_new (, h/c_prev)
 
 
 def _shifted(first, seq):
