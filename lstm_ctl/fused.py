@@ -21,11 +21,9 @@ the backward pass are in the state's dtype (float32), so only the matmuls
 run in the compute dtype and the state does not drift.
 """
 
-import os
-
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
 
+from lstm_ctl import shards
 from lstm_ctl.state import LSTMState
 
 # autograph=False: the loops are explicit, and autograph costs seconds of
@@ -249,42 +247,6 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
     return (d_x, *weights, d_h0, d_c0, d_init_h, d_init_c)
 
 
-# ------------------------------------------------------------- batch shards
-# A compiled loop runs on one core at a time: XLA:CPU parallelises a matmul
-# as small as `[32, 128] @ [128, 512]` poorly. So the batch is cut into
-# shards, one compiled forward and backward per shard, which TensorFlow's
-# executor runs side by side (one per core). Rows are independent, so the
-# result is the same; the kernels' gradients are summed over the shards.
-# Measured (one layer's train step, T=100 D=32 H=128, 2 cores): B=16 17.5 ->
-# 11.0 ms in two shards, B=8 8-12 -> 6.6-7.1 ms; B=2 3.7 -> 5.2 ms (shards
-# of one row lose more in matmul speed than they win).
-MIN_SHARD_ROWS = 4
-
-
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def shard_counts():
-    """The shard counts worth trying here: 1, 2, 4, ... up to the cores.
-
-    Only 1 when shards could not run side by side: eagerly (calls run one
-    after another), inside an outer XLA function (all in one program), or
-    when a GPU is visible (the layer runs there, as one launch).
-    """
-    if (tf.executing_eagerly() or tf.config.list_logical_devices("GPU")
-            or control_flow_util.GraphOrParentsInXlaContext(
-                tf.compat.v1.get_default_graph())):
-        return [1]
-    counts = [1]
-    while counts[-1] * 2 <= _cores():
-        counts.append(counts[-1] * 2)
-    return counts
-
-
 def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
                    init=None, mask=None, recurrent_dropout_mask=None,
                    training=True):
@@ -293,64 +255,17 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
     Same contract as `loop.layer_sequence` (which takes the projection
     instead of `x` and the kernels). `training=False` runs a loop that saves
     nothing for the backward pass; if a gradient is asked for all the same,
-    it reruns the saving loop first.
-
-    The batch is cut into the most shards of at least MIN_SHARD_ROWS rows
-    that `shard_counts` allows: chosen when tracing if the batch size is
-    known then, else at run time (`tf.switch_case`).
+    it reruns the saving loop first. The batch is cut into shards that run
+    side by side, one per CPU core (`shards.run`).
     """
-    args = (x, kernel, recurrent_kernel, bias, state, reset, init, mask,
-            recurrent_dropout_mask, training)
-    counts = shard_counts()
-    batch = x.shape[1]
-    if batch is not None or len(counts) == 1:
-        fit = [n for n in counts if n * MIN_SHARD_ROWS <= (batch or 0)]
-        return _sharded(fit[-1] if fit else 1, *args)
-    branch = tf.reduce_sum(tf.cast(
-        tf.constant(counts[1:]) * MIN_SHARD_ROWS <= tf.shape(x)[1], tf.int32))
-    # Each branch is a function of its own: a gradient through a branch
-    # cannot reach the tensors that `tf.custom_gradient` keeps inside it.
-    branches = [tf.function(lambda n=n: _sharded(n, *args), autograph=False)
-                for n in counts]
-    return tf.switch_case(branch, branches)
+    return shards.run(_layer, x, state, reset, init, mask,
+                      recurrent_dropout_mask, kernel=kernel,
+                      recurrent_kernel=recurrent_kernel, bias=bias,
+                      training=training)
 
 
-def _sharded(shards, x, kernel, recurrent_kernel, bias, state, reset, init,
-             mask, recurrent_dropout_mask, training):
-    """`_layer` on `shards` even slices of the batch, joined again."""
-    if shards == 1:
-        return _layer(x, kernel, recurrent_kernel, bias, state, reset, init,
-                      mask, recurrent_dropout_mask, training)
-    batch = x.shape[1]
-    if batch is not None:
-        sizes = [batch // shards + (i < batch % shards) for i in range(shards)]
-    else:
-        batch = tf.shape(x)[1]
-        sizes = batch // shards + tf.cast(tf.range(shards) < batch % shards,
-                                          batch.dtype)
-
-    def split(tensor, axis):
-        return (tf.split(tensor, sizes, axis, num=shards) if tensor is not None
-                else [None] * shards)
-
-    pieces = zip(split(x, 1), split(state.h, 0), split(state.c, 0),
-                 split(reset, 1), split(None if init is None else init.h, 0),
-                 split(None if init is None else init.c, 0), split(mask, 1),
-                 split(recurrent_dropout_mask, 0))
-    outs, hs, cs = [], [], []
-    for x_s, h_s, c_s, reset_s, ih_s, ic_s, mask_s, rdp_s in pieces:
-        init_s = None if init is None else LSTMState(ih_s, ic_s)
-        out, final = _layer(x_s, kernel, recurrent_kernel, bias,
-                            LSTMState(h_s, c_s), reset_s, init_s, mask_s,
-                            rdp_s, training)
-        outs.append(out)
-        hs.append(final.h)
-        cs.append(final.c)
-    return tf.concat(outs, 1), LSTMState(tf.concat(hs, 0), tf.concat(cs, 0))
-
-
-def _layer(x, kernel, recurrent_kernel, bias, state, reset, init, mask,
-           recurrent_dropout_mask, training):
+def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
+           recurrent_kernel, bias, training):
     """`layer_sequence` on one shard: the compiled forward and, through
     `tf.custom_gradient`, the compiled backward."""
     has_init = reset is not None

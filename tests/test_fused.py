@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from lstm_ctl import LSTMModel, LSTMState
-from lstm_ctl import fused
+from lstm_ctl import fused, shards
 
 ATOL = 1e-5
 GRAD_ATOL = 1e-4
@@ -165,12 +165,12 @@ def test_batch_shards_match_the_reference(monkeypatch, batch_known):
     gives the reference's numbers, with every option on: uneven shards,
     resets to a learned state, padding and dropout. With the batch size
     unknown when tracing, the shard count is picked at run time."""
-    monkeypatch.setattr(fused, "MIN_SHARD_ROWS", 2)
-    monkeypatch.setattr(fused, "_cores", lambda: 4)
+    monkeypatch.setattr(shards, "MIN_SHARD_ROWS", 2)
+    monkeypatch.setattr(shards, "_cores", lambda: 4)
     shard_rows = []
     layer = fused._layer
-    monkeypatch.setattr(fused, "_layer", lambda x, *a: (
-        shard_rows.append(x.shape[1]), layer(x, *a))[1])
+    monkeypatch.setattr(fused, "_layer", lambda x, *a, **k: (
+        shard_rows.append(x.shape[1]), layer(x, *a, **k))[1])
     ref, fast = build_pair("fused", initial_state_mode="learned",
                            dropout=0.3, recurrent_dropout=0.3)
     for batch, rows in ((9, [3, 2, 2, 2]), (5, [3, 2]), (3, [3])):
@@ -190,11 +190,11 @@ def test_batch_shards_match_the_reference(monkeypatch, batch_known):
 
 
 def test_no_shards_where_they_could_not_run_side_by_side(monkeypatch):
-    monkeypatch.setattr(fused, "_cores", lambda: 5)
+    monkeypatch.setattr(shards, "_cores", lambda: 5)
     counts = {}
 
     def probe(name):
-        return lambda: counts.setdefault(name, fused.shard_counts())
+        return lambda: counts.setdefault(name, shards.shard_counts())
 
     probe("eager")()
     tf.function(probe("graph"))()
