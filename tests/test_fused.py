@@ -167,13 +167,19 @@ def test_batch_shards_match_the_reference(monkeypatch, batch_known):
     unknown when tracing, the shard count is picked at run time."""
     monkeypatch.setattr(shards, "MIN_SHARD_ROWS", 2)
     monkeypatch.setattr(shards, "_cores", lambda: 4)
-    shard_rows = []
+    shard_rows = []  # traced shard sizes
+    calls = tf.Variable(0)  # shards that ran (counted at run time)
     layer = fused._layer
     monkeypatch.setattr(fused, "_layer", lambda x, *a, **k: (
-        shard_rows.append(x.shape[1]), layer(x, *a, **k))[1])
+        shard_rows.append(x.shape[1]), calls.assign_add(1),
+        layer(x, *a, **k))[2])
     ref, fast = build_pair("fused", initial_state_mode="learned",
                            dropout=0.3, recurrent_dropout=0.3)
-    for batch, rows in ((9, [3, 2, 2, 2]), (5, [3, 2]), (3, [3])):
+    # Unknown batch: 4 shards and 1 shard picked at run time from the same
+    # traced branches; known: the count fixed when tracing.
+    cases = (((9, [3, 2, 2, 2]), (5, [3, 2])) if batch_known
+             else ((9, [None] * 4), (3, [None])))
+    for batch, rows in cases:
         x, state, reset_mask, pad = inputs(batch=batch, reset=True, mask=True)
         expected = run(ref, x, state, reset_mask, pad, True)
         spec = [tf.TensorSpec([batch if batch_known else None, 7, 4]),
@@ -181,12 +187,15 @@ def test_batch_shards_match_the_reference(monkeypatch, batch_known):
                     lambda s: tf.TensorSpec([batch if batch_known else None,
                                              6]), state)]
         del shard_rows[:]
+        calls.assign(0)
         got = run(fast, x, state, reset_mask, pad, True,
                   wrap=lambda f: tf.function(f, input_signature=spec))
         assert_same(got, expected)
-        # Two layers; unknown batch: every branch is traced (1, 2, 4 shards).
+        # Two layers; unknown batch: every branch is traced (1, 2, 4 shards)
+        # and the one the batch size picks runs.
         assert shard_rows == (rows * 2 if batch_known
                               else [None] * 7 * 2), shard_rows
+        assert int(calls.numpy()) == len(rows) * 2
 
 
 def test_no_shards_where_they_could_not_run_side_by_side(monkeypatch):
