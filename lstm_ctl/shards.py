@@ -32,7 +32,8 @@ def _cores():
 
 
 def shard_counts():
-    """The shard counts worth trying here: 1, 2, 4, ... up to the cores.
+    """The shard counts worth trying here: 1, 2, 4, ... up to the cores, or
+    up to TensorFlow's inter-op threads where the user has limited those.
 
     Only 1 when shards could not run side by side: eagerly (calls run one
     after another), inside an outer XLA function (all in one program), or
@@ -42,8 +43,12 @@ def shard_counts():
             or control_flow_util.GraphOrParentsInXlaContext(
                 tf.compat.v1.get_default_graph())):
         return [1]
+    most = _cores()
+    inter_op = tf.config.threading.get_inter_op_parallelism_threads()
+    if inter_op > 0:  # 0: TensorFlow's default, one per core
+        most = min(most, inter_op)
     counts = [1]
-    while counts[-1] * 2 <= _cores():
+    while counts[-1] * 2 <= most:
         counts.append(counts[-1] * 2)
     return counts
 

@@ -208,4 +208,8 @@ def test_no_shards_where_they_could_not_run_side_by_side(monkeypatch):
     probe("eager")()
     tf.function(probe("graph"))()
     tf.function(probe("xla"), jit_compile=True)()
-    assert counts == {"eager": [1], "graph": [1, 2, 4], "xla": [1]}
+    monkeypatch.setattr(tf.config.threading,
+                        "get_inter_op_parallelism_threads", lambda: 3)
+    tf.function(probe("inter_op=3"))()
+    assert counts == {"eager": [1], "graph": [1, 2, 4], "xla": [1],
+                      "inter_op=3": [1, 2]}
