@@ -51,17 +51,18 @@ def keras_impl(c, jit):
     inputs = keras.Input((None, c["D"]))
     h = keras.layers.LSTM(c["H"], return_sequences=True)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(OUT_DIM)(h))
-    return _tf_fns(model, lambda x: model(x, training=True),
-                   lambda x: model(x), jit)
+    return tf_fns(model, lambda x: model(x, training=True),
+                  lambda x: model(x), jit)
 
 
-def lstm_ctl_impl(c, jit):
-    model = LSTMModel(c["H"], output_dim=OUT_DIM, input_dim=c["D"])
-    return _tf_fns(model, lambda x: model(x, training=True)[0],
-                   lambda x: model(x)[0], jit)
+def lstm_ctl_impl(c, jit, dtype=None):
+    model = LSTMModel(c["H"], output_dim=OUT_DIM, input_dim=c["D"],
+                      dtype=dtype)
+    return tf_fns(model, lambda x: model(x, training=True)[0],
+                  lambda x: model(x)[0], jit)
 
 
-def _tf_fns(model, train_call, infer_call, jit):
+def tf_fns(model, train_call, infer_call, jit):
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables

@@ -13,33 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
-from bench import CONFIGS, OUT_DIM, interleaved  # noqa: E402
-from lstm_ctl import LSTMModel  # noqa: E402
+from bench import CONFIGS, OUT_DIM, interleaved, lstm_ctl_impl  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16")
-
-
-def train_step(c, policy):
-    model = LSTMModel(c["H"], output_dim=OUT_DIM, input_dim=c["D"],
-                      dtype=policy)
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(model.trainable_variables)
-    variables = model.trainable_variables
-
-    @tf.function
-    def train(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x, training=True)[0] - y))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables),
-                                      variables))
-        return loss
-
-    return train
 
 
 def precision_ms(configs, rounds, warmup):
@@ -51,8 +31,8 @@ def precision_ms(configs, rounds, warmup):
         x = tf.constant(rng.normal(size=(c["B"], c["T"], c["D"])), tf.float32)
         y = tf.constant(rng.normal(size=(c["B"], c["T"], OUT_DIM)),
                         tf.float32)
-        steps = {p: train_step(c, p) for p in POLICIES}
-        fns = {p: (lambda s=s: s(x, y).numpy()) for p, s in steps.items()}
+        steps = {p: lstm_ctl_impl(c, False, dtype=p)[0] for p in POLICIES}
+        fns = {p: (lambda s=s: s(x, y)) for p, s in steps.items()}
         out[name] = {p: 1000 * t for p, t in
                      interleaved(fns, rounds, warmup).items()}
     return out

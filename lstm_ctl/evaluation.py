@@ -43,9 +43,9 @@ class Evaluator:
                                              model_dir)
             # Built once: every checkpoint and state mode reads the same
             # chunks.
-            self.dataset = pipelines.stream_dataset(self.task, self.arrays,
-                                               self.config.data.seq_len,
-                                               repeat=False)
+            self.dataset = pipelines.stream_dataset(
+                self.task, self.arrays, self.config.data.seq_len,
+                repeat=False)
         self.model = build_model(self.config, self.task)
         self.forecaster = forecast.Forecaster(self.model, self.task,
                                               self.config.data.seq_len)

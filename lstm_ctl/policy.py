@@ -100,10 +100,11 @@ class StatePolicy:
 
     def dataset(self, task, arrays, shuffle=True):
         if not self.windowed:
-            return pipelines.train_dataset(task, arrays, self.seq_len, self.mode,
-                                      self.seed)
-        return pipelines.window_dataset(task, arrays, self.seq_len, self.burn_in,
-                                   self.seed, shuffle=shuffle)
+            return pipelines.train_dataset(task, arrays, self.seq_len,
+                                           self.mode, self.seed)
+        return pipelines.window_dataset(task, arrays, self.seq_len,
+                                        self.burn_in, self.seed,
+                                        shuffle=shuffle)
 
     def signature(self, batch_spec):
         """The train step's batch signature, with this policy's extra keys."""

@@ -1,9 +1,14 @@
-"""Fault injection and trainer set-ups that several test modules use."""
+"""Fault injection, trainer set-ups and TensorBoard reading that several
+test modules use."""
 
 import io
+import pathlib
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import (
+    EventAccumulator)
+from tensorboard.util import tensor_util
 
 from lstm_ctl import trainer
 
@@ -30,3 +35,13 @@ def frozen_trainer(config):
     t = trainer.Trainer(config, out=io.StringIO())
     t.optimizer.learning_rate.assign(0.0)
     return t
+
+
+def scalars(model_dir, tag, run="train"):
+    """`{step: value}` of scalar `tag` in `model_dir/run`'s events (a
+    resumed run logs the steps after its checkpoint again: the last wins)."""
+    acc = EventAccumulator(str(pathlib.Path(model_dir) / run),
+                           size_guidance={"tensors": 0})
+    acc.Reload()
+    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+            for e in acc.Tensors(tag)}

@@ -12,12 +12,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
 
 from lstm_ctl import LSTMModel, distribute, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATOL = 1e-5
@@ -131,11 +129,7 @@ def test_two_multi_worker_processes_match_one_device(tmp_path):
         assert w.returncode == 0, err[-3000:]
     assert f"Done: step {steps}" in outputs[0][0]   # the chief reports
     assert outputs[1][0] == ""                      # the other worker not
-    acc = EventAccumulator(str(model_dir / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    losses = [float(tensor_util.make_ndarray(e.tensor_proto))
-              for e in acc.Tensors("loss")]
+    losses = list(scalars(model_dir, "loss").values())
     np.testing.assert_allclose(losses, reference["losses"], atol=ATOL)
     assert (model_dir / f"ckpt-{steps}.index").exists()
     assert not (model_dir / ".worker_1").exists()

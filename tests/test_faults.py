@@ -18,9 +18,8 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
+
+from helpers import scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 30
@@ -104,15 +103,6 @@ def variables(checkpoint):
             if name.startswith(("model/", "optimizer/", "state/", "step/"))}
 
 
-def losses(model_dir):
-    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    # A resumed run logs the steps after its checkpoint again: keep the last.
-    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-            for e in acc.Tensors("loss")}
-
-
 @pytest.mark.slow
 def test_sigkill_and_sigterm_at_random_steps_resume_bit_identical(tmp_path):
     reference = subprocess.run(command(tmp_path / "reference"), cwd=ROOT,
@@ -178,6 +168,7 @@ def test_sigkill_and_sigterm_at_random_steps_resume_bit_identical(tmp_path):
     assert want.keys() == got.keys() and len(want) > 20
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    expected, seen = losses(tmp_path / "reference"), losses(faulty)
+    expected = scalars(tmp_path / "reference", "loss")
+    seen = scalars(faulty, "loss")
     assert sorted(seen) == list(range(1, STEPS + 1))
     assert seen == expected    # bit for bit, every step

@@ -14,11 +14,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
 
 from lstm_ctl import checkpoints, evaluation
+from helpers import scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -32,14 +30,6 @@ def run(script, *args, timeout=180):
     return subprocess.run([sys.executable, str(ROOT / script), *args],
                           cwd=ROOT, env=env(), capture_output=True,
                           text=True, timeout=timeout)
-
-
-def scalars(model_dir, tag):
-    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-            for e in acc.Tensors(tag)}
 
 
 CLIP = 1e-4

@@ -12,13 +12,10 @@ import pickle
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
 
 from lstm_ctl import config as config_lib, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from helpers import NaNAt, frozen_trainer as frozen
+from helpers import NaNAt, frozen_trainer as frozen, scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATOL = 1e-5
@@ -113,14 +110,6 @@ def test_clip_norm_scales_the_gradient_to_the_norm(tmp_path):
                                    atol=1e-7)
 
 
-def learning_rates(model_dir):
-    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-            for e in acc.Tensors("learning_rate")}
-
-
 def cosine(lr, step, total, alpha=0.05):
     """The README's schedule: cosine decay to 5% over --train_steps."""
     return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -131,7 +120,7 @@ def test_cosine_learning_rate_values(tmp_path):
     config = tiny(tmp_path, lr_schedule="cosine", learning_rate=0.02,
                   train_steps=8, model=ModelConfig(units=4))
     trainer.train(config, out=io.StringIO())
-    logged = learning_rates(config.model_dir)
+    logged = scalars(config.model_dir, "learning_rate")
     assert sorted(logged) == list(range(1, 9))
     for step, lr in logged.items():   # the rate the step's update used
         assert lr == pytest.approx(cosine(0.02, step - 1, 8), rel=1e-5)

@@ -6,13 +6,10 @@ import pathlib
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
 
 from lstm_ctl import checkpoints, evaluation, trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from helpers import NaNAt
+from helpers import NaNAt, scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -54,11 +51,8 @@ def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path):
     assert result["nonfinite_steps"] == 1 and int(t.skipped) == 1
     for w in t.model.weights:
         assert np.isfinite(np.asarray(w)).all()
-    acc = EventAccumulator(str(tmp_path / "run" / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    counts = {e.step: int(tensor_util.make_ndarray(e.tensor_proto))
-              for e in acc.Tensors("nonfinite_steps")}
+    counts = {step: int(v) for step, v in
+              scalars(tmp_path / "run", "nonfinite_steps").items()}
     assert counts[2] == 0 and counts[3] == 1 and counts[6] == 1
     # The count survives a resume.
     resumed = trainer.Trainer(config(tmp_path, skip_nonfinite=True,

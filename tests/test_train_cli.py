@@ -12,9 +12,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import (
-    EventAccumulator)
-from tensorboard.util import tensor_util
+
+from helpers import scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--units=8", "--seq_len=5", "--batch_size=2", "--train_steps=4",
@@ -29,15 +28,6 @@ def train(*args, timeout=120):
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args],
                           cwd=ROOT, env=env(), capture_output=True,
                           text=True, timeout=timeout)
-
-
-def losses_in(model_dir):
-    acc = EventAccumulator(str(pathlib.Path(model_dir) / "train"),
-                           size_guidance={"tensors": 0})
-    acc.Reload()
-    events = acc.Tensors("loss")
-    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-            for e in events}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -128,7 +118,7 @@ def test_tensorboard_server_serves_the_loss_series(tmp_path):
             time.sleep(0.5)
         assert series is not None, "TensorBoard did not answer"
         # [wall_time, step, value] rows, the same values as the event files.
-        expected = losses_in(model_dir)
+        expected = scalars(model_dir, "loss")
         assert [row[1] for row in series] == [1, 2, 3, 4]
         for _, step, value in series:
             assert value == pytest.approx(expected[step], rel=1e-6)
