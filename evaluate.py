@@ -69,7 +69,8 @@ flags.register_multi_flags_validator(
 
 
 def run():
-    from lstm_ctl import checkpoints, evaluation  # imports TensorFlow
+    from lstm_ctl.run import checkpoints  # imports TensorFlow
+    from lstm_ctl.eval import engine as evaluation
 
     evaluator = evaluation.Evaluator(FLAGS.model_dir, FLAGS.warmup,
                                      FLAGS.forecast)
@@ -129,7 +130,7 @@ def run():
         print(f"--- {FLAGS.sample} characters from {rows[-1]['checkpoint']}"
               f" at temperature {FLAGS.temperature}:\n{FLAGS.prime}{text}")
     if FLAGS.export_dir:
-        from lstm_ctl import export
+        from lstm_ctl.serve import export
         saved, tflite = export.export(evaluator.model, FLAGS.export_dir)
         print(f"Exported SavedModel to {saved} and TFLite to {tflite}")
 
@@ -142,7 +143,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from lstm_ctl.checkpoints import CheckpointError
+    from lstm_ctl.run.checkpoints import CheckpointError
     try:
         run()
     except (ValueError, FileNotFoundError, CheckpointError) as e:

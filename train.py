@@ -170,7 +170,8 @@ def main(argv):
         config_lib.validate(config)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    from lstm_ctl import checkpoints, trainer  # imports TensorFlow
+    from lstm_ctl.run import checkpoints  # imports TensorFlow
+    from lstm_ctl.train import trainer
     try:
         result = trainer.train(config)
     except (ValueError, FileNotFoundError, trainer.TrainingError,

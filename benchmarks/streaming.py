@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 from bench import OUT_DIM, interleaved, torch  # noqa: E402
-from lstm_ctl import LSTMModel, export  # noqa: E402
+from lstm_ctl import LSTMModel  # noqa: E402
+from lstm_ctl.serve import export
 
 
 def streaming(rounds, with_torch, D=32, H=128):

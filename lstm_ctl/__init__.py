@@ -7,7 +7,7 @@ the entry points to check flags) does not import TensorFlow.
 __all__ = ["LSTMModel", "LSTMState"]
 __version__ = "0.1.0"
 
-_PUBLIC = {"LSTMModel": "lstm_ctl.model", "LSTMState": "lstm_ctl.state"}
+_PUBLIC = {"LSTMModel": "lstm_ctl.core.model", "LSTMState": "lstm_ctl.core.state"}
 
 
 def __getattr__(name):

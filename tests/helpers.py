@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 from tensorboard.util import tensor_util
 
-from lstm_ctl import trainer
+from lstm_ctl.train import trainer
 
 
 class NaNAt:

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from lstm_ctl import data, pipelines
+from lstm_ctl.data import tasks as data
+from lstm_ctl.data import pipelines
 from lstm_ctl.config import DataConfig
 
 

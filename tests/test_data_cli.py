@@ -12,7 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from lstm_ctl import checkpoints, config as config_lib, evaluation, trainer
+from lstm_ctl import config as config_lib
+from lstm_ctl.run import checkpoints
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

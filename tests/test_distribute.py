@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import LSTMModel, distribute, evaluation, trainer
+from lstm_ctl import LSTMModel
+from lstm_ctl.train import distribute
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import scalars
 

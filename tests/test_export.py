@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lstm_ctl import LSTMModel, LSTMState
-from lstm_ctl import export
+from lstm_ctl.serve import export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ATOL = 1e-5

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import LSTMModel, trainer
+from lstm_ctl import LSTMModel
+from lstm_ctl.train import trainer
 from lstm_ctl.callbacks import ResetState
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from test_model import ATOL, random_inputs

@@ -15,8 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 from tensorboard.util import tensor_util
 
-from lstm_ctl import checkpoints, config as config_lib, evaluation, trainer
-from lstm_ctl.builders import build_model
+from lstm_ctl import config as config_lib
+from lstm_ctl.run import checkpoints
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
+from lstm_ctl.run.builders import build_model
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from lstm_ctl import LSTMModel, LSTMState
-from lstm_ctl import fused, shards
+from lstm_ctl.core import fused
+from lstm_ctl.core import shards
 
 ATOL = 1e-5
 GRAD_ATOL = 1e-4

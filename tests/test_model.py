@@ -311,7 +311,7 @@ def test_compiled_call_serves_every_shape_without_a_trace_per_shape():
     # every shape, and the eager calls reach the compiled layer without a
     # trace per shape (reduce_retracing: at most one per dimension that
     # changes, batch then time; see also test_promises_model.py).
-    from lstm_ctl import fused
+    from lstm_ctl.core import fused
     model = make_model(num_layers=2, output_dim=3, units=9, input_dim=7)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 7], tf.float32)])

@@ -13,10 +13,13 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 
-from lstm_ctl import data, losses, policy as policy_lib, trainer
-from lstm_ctl.builders import build_model
+from lstm_ctl.data import tasks as data
+from lstm_ctl.data import losses
+from lstm_ctl.train import state_policy as policy_lib
+from lstm_ctl.train import trainer
+from lstm_ctl.run.builders import build_model
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core.state import LSTMState
 
 ATOL = 1e-5
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import LSTMModel, export, trainer
+from lstm_ctl import LSTMModel
+from lstm_ctl.serve import export
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from test_model import IMPLEMENTATIONS, random_inputs, random_state
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, evaluation
+from lstm_ctl.run import checkpoints
+from lstm_ctl.eval import engine as evaluation
 from helpers import scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -160,7 +161,7 @@ def test_ctrl_c_exits_130_with_a_checkpoint_of_the_current_step(tmp_path):
 WATCHER = r'''
 import os, runpy, sys, time
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
-from lstm_ctl import evaluation
+from lstm_ctl.eval import engine as evaluation
 real_watch = evaluation.watch
 
 def watch(model_dir, timeout, **kwargs):

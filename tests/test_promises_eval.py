@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, data, evaluation, trainer
+from lstm_ctl.run import checkpoints
+from lstm_ctl.data import tasks as data
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 ATOL = 1e-5

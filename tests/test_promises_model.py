@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import LSTMModel, LSTMState, export, fused
+from lstm_ctl import LSTMModel, LSTMState
+from lstm_ctl.serve import export
+from lstm_ctl.core import fused
 
 ATOL = 1e-5
 

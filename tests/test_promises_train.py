@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_ctl import config as config_lib, evaluation, trainer
+from lstm_ctl import config as config_lib
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import NaNAt, frozen_trainer as frozen, scalars
 

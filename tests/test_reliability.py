@@ -7,7 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from lstm_ctl import checkpoints, evaluation, trainer
+from lstm_ctl.run import checkpoints
+from lstm_ctl.eval import engine as evaluation
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import NaNAt, scalars
 

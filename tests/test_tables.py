@@ -8,7 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from lstm_ctl import data, pipelines, trainer
+from lstm_ctl.data import tasks as data
+from lstm_ctl.data import pipelines
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 

@@ -9,7 +9,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 
-from lstm_ctl import checkpoints, trainer
+from lstm_ctl.run import checkpoints
+from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import frozen_trainer
 

@@ -23,8 +23,8 @@ run in the compute dtype and the state does not drift.
 
 import tensorflow as tf
 
-from lstm_ctl import shards
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core import shards
+from lstm_ctl.core.state import LSTMState
 
 # autograph=False: the loops are explicit, and autograph costs seconds of
 # tracing time.

@@ -19,8 +19,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from lstm_ctl import tables
-from lstm_ctl.tables import holdout_cut
+from lstm_ctl.data import readers as tables
+from lstm_ctl.data.readers import holdout_cut
 
 SINE_LANE_STEPS = {"train": 20000, "eval": 4000}
 VOCAB_FILE = "vocab.json"

@@ -16,7 +16,7 @@ import os
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core.state import LSTMState
 
 # Measured (one layer's train step, T=100 D=32 H=128, 2 cores): B=16 17.5 ->
 # 11.0 ms in two shards, B=8 8-12 -> 6.6-7.1 ms; B=2 3.7 -> 5.2 ms (shards

@@ -21,9 +21,9 @@ when N = 0) is what a stored-mode step keeps for the successor.
 
 import tensorflow as tf
 
-from lstm_ctl import pipelines
-from lstm_ctl import state as state_lib
-from lstm_ctl.state import LSTMState
+from lstm_ctl.data import pipelines
+from lstm_ctl.core import state as state_lib
+from lstm_ctl.core.state import LSTMState
 
 
 def max_burn_in(arrays, seq_len):

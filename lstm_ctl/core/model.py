@@ -4,12 +4,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import fused, loop
-from lstm_ctl import state as state_lib
-from lstm_ctl.checks import ChecksMixin, check_constructor_args
-from lstm_ctl.fitting import FittingMixin
-from lstm_ctl.state import LSTMState
-from lstm_ctl.stateful import StatefulMixin, make_kept_variables
+from lstm_ctl.core import fused
+from lstm_ctl.core import loop
+from lstm_ctl.core import state as state_lib
+from lstm_ctl.core.checks import ChecksMixin, check_constructor_args
+from lstm_ctl.core.fitting import FittingMixin
+from lstm_ctl.core.state import LSTMState
+from lstm_ctl.core.stateful import StatefulMixin, make_kept_variables
 
 
 def _static_or_dynamic(tensor, axis):

@@ -16,8 +16,9 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import data, losses
-from lstm_ctl.state import LSTMState
+from lstm_ctl.data import tasks as data
+from lstm_ctl.data import losses
+from lstm_ctl.core.state import LSTMState
 
 WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
 PLOT_HISTORY = 50       # history rows shown before the hold-out

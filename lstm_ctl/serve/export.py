@@ -16,7 +16,7 @@ import os
 
 import tensorflow as tf
 
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core.state import LSTMState
 
 TFLITE_FILE = "step.tflite"
 

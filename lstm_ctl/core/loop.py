@@ -11,7 +11,7 @@ path is tested against.
 
 import tensorflow as tf
 
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core.state import LSTMState
 
 
 def gates(z, c):

@@ -7,8 +7,8 @@ are checkpointed with the model but are not model weights.
 
 import tensorflow as tf
 
-from lstm_ctl import state as state_lib
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core import state as state_lib
+from lstm_ctl.core.state import LSTMState
 
 
 def make_kept_variables(model):

@@ -4,8 +4,8 @@ evaluation and export build alike, so that none imports another."""
 import keras
 import tensorflow as tf
 
-from lstm_ctl.model import LSTMModel
-from lstm_ctl.state import LSTMState
+from lstm_ctl.core.model import LSTMModel
+from lstm_ctl.core.state import LSTMState
 
 
 def build_model(config, task):

@@ -13,10 +13,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, config as config_lib, data, forecast
-from lstm_ctl import losses, pipelines, summaries
-from lstm_ctl import state as state_lib
-from lstm_ctl.builders import batch_signature, build_model
+from lstm_ctl import config as config_lib
+from lstm_ctl.run import checkpoints
+from lstm_ctl.data import tasks as data
+from lstm_ctl.eval import forecast
+from lstm_ctl.data import losses
+from lstm_ctl.data import pipelines
+from lstm_ctl.run import summaries
+from lstm_ctl.core import state as state_lib
+from lstm_ctl.run.builders import batch_signature, build_model
 
 
 DEFAULT_WARMUP = {"sine": "none", "text": "history", "csv": "history"}

@@ -19,10 +19,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl import checkpoints, config as config_lib, data, distribute
-from lstm_ctl import losses, policy as policy_lib, progress, summaries
-from lstm_ctl import state as state_lib
-from lstm_ctl.builders import batch_signature, build_model, build_optimizer
+from lstm_ctl import config as config_lib
+from lstm_ctl.run import checkpoints
+from lstm_ctl.data import tasks as data
+from lstm_ctl.train import distribute
+from lstm_ctl.data import losses
+from lstm_ctl.train import state_policy as policy_lib
+from lstm_ctl.train import progress
+from lstm_ctl.run import summaries
+from lstm_ctl.core import state as state_lib
+from lstm_ctl.run.builders import batch_signature, build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
 FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "precision",
