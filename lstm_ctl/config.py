@@ -1,12 +1,19 @@
-"""Frozen dataclasses: what a run is. Only the entry points read flags.
+"""What a run is: frozen dataclasses, the one source of every setting.
 
-`TrainConfig` is written to `<model_dir>/config.json`, so that evaluation
-rebuilds the model and the data from it rather than from flags.
+Each field is written once, with its default, its help and its check; the
+entry points generate their absl flags from the fields (`define_flags`,
+`from_flags`), and `validate` checks a config the same way whether it came
+from flags, from Python or from a resumed run's config.json. Only the entry
+points read flags. `TrainConfig` is written to `<model_dir>/config.json`, so
+that evaluation rebuilds the model and the data from it rather than from
+flags. No TensorFlow here: the entry points check flags and data before
+importing it.
 """
 
 import dataclasses
 import json
 import os
+import typing
 from typing import Optional, Tuple
 
 TASKS = ("sine", "text", "csv")
@@ -19,153 +26,323 @@ MISSING_MODES = ("error", "ffill", "drop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
 
+# Checks on one value: (test, what is expected).
+AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+POSITIVE = (lambda v: v > 0, "> 0")
+FRACTION = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def setting(default, help, check=None, choices=None, flag=True):
+    """A config field: its default, its flag's help, and its check."""
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, check=check, choices=choices, flag=flag))
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    units: int = 128
-    num_layers: int = 1
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    initial_state_mode: str = "zeros"
+    units: int = setting(128, "LSTM units per layer.", AT_LEAST_1)
+    num_layers: int = setting(1, "Stacked LSTM layers.", AT_LEAST_1)
+    dropout: float = setting(0.0, "Input dropout of each layer, in [0, 1).",
+                             FRACTION)
+    recurrent_dropout: float = setting(0.0, "Recurrent dropout, in [0, 1).",
+                                       FRACTION)
+    initial_state_mode: str = setting(
+        "zeros", "zeros, or learned (trainable h0 and c0).",
+        choices=INITIAL_STATE_MODES)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    task: str = "sine"
-    seq_len: int = 20
-    batch_size: int = 32
-    seed: int = 0
-    text_file: Optional[str] = None
-    csv_file: Optional[str] = None
-    target_columns: Tuple[str, ...] = ()
+    task: str = setting("sine", "sine (built in), text (--text_file) or csv "
+                        "(--csv_file).", choices=TASKS)
+    seq_len: int = setting(20, "Timesteps per chunk (the truncated-BPTT "
+                           "length).", AT_LEAST_1)
+    batch_size: int = setting(32, "Parallel streams per batch.", AT_LEAST_1)
+    seed: int = setting(0, "Seed of data, weights and dropout.")
+    text_file: Optional[str] = setting(
+        None, "--task=text: a UTF-8 text file, a directory or a glob; each "
+        "file is one stream.")
+    csv_file: Optional[str] = setting(
+        None, "--task=csv: a CSV file with a header row, a directory or a "
+        "glob (same header in every file).")
+    target_columns: Tuple[str, ...] = setting((), "CSV columns to forecast.")
     # csv: () means every column other than the time and id columns;
     # config.json holds the resolved list (see with_input_columns).
-    input_columns: Tuple[str, ...] = ()
-    time_column: Optional[str] = None
-    id_column: Optional[str] = None
-    missing: str = "error"
+    input_columns: Tuple[str, ...] = setting(
+        (), "CSV input columns (default: every column other than "
+        "--time_column and --id_column).")
+    time_column: Optional[str] = setting(
+        None, "CSV column of ISO dates/datetimes or numbers that orders the "
+        "rows; never an input.")
+    id_column: Optional[str] = setting(
+        None, "CSV column naming the entity of a row; each entity is its own "
+        "stream.")
+    missing: str = setting(
+        "error", "CSV missing cells: error; ffill (inputs from the last value "
+        "of the stream, a missing target is not trained or scored); drop "
+        "(drop rows with a missing cell).", choices=MISSING_MODES)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    model_dir: str = "runs/default"
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    train_steps: int = 4000
-    learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"
-    clip_norm: float = 1.0
-    state_mode: str = "carry"
-    burn_in: int = 0
-    reset_every: int = 0
-    jit_compile: bool = False
-    precision: str = "float32"
-    strategy: str = "default"
-    cpu_replicas: int = 0
-    deterministic: bool = False
-    skip_nonfinite: bool = False
-    seed: int = 0
-    log_every: int = 100
-    hist_every: int = 500
-    checkpoint_every: int = 500
-    max_to_keep: int = 10
+    model_dir: str = setting("runs/default", "Checkpoints, config.json and "
+                             "TensorBoard logs go here.")
+    model: ModelConfig = setting(ModelConfig(), "", flag=False)
+    data: DataConfig = setting(DataConfig(), "", flag=False)
+    train_steps: int = setting(4000, "Total training steps.", AT_LEAST_1)
+    learning_rate: float = setting(3e-3, "Adam learning rate.", POSITIVE)
+    lr_schedule: str = setting("cosine", "constant, or cosine decay over "
+                               "--train_steps.", choices=LR_SCHEDULES)
+    clip_norm: float = setting(1.0, "Global gradient norm clipping; 0 turns "
+                               "it off.", AT_LEAST_0)
+    state_mode: str = setting(
+        "carry", "carry: the state flows from batch to batch (truncated "
+        "BPTT); reset: every shuffled chunk starts from the initial state; "
+        "stored: from the state stored for it (the final state of the chunk "
+        "before it, at its latest visit).", choices=STATE_MODES)
+    burn_in: int = setting(0, "With --state_mode=reset or stored: run each "
+                           "chunk's N previous steps first, without loss or "
+                           "gradient.", AT_LEAST_0)
+    reset_every: int = setting(0, "With --state_mode=carry: restart the state "
+                               "every N batches; 0: only where streams end.",
+                               AT_LEAST_0)
+    jit_compile: bool = setting(False, "Compile the train step with XLA.")
+    precision: str = setting(
+        "float32", "Dtype policy: float32, mixed_bfloat16 or mixed_float16 "
+        "(compute in 16 bits; weights and state stay float32; mixed_float16 "
+        "scales the loss).", choices=PRECISIONS)
+    strategy: str = setting(
+        "default", "default: one device; mirrored: MirroredStrategy over the "
+        "local GPUs (or --cpu_replicas CPU devices); multi_worker: "
+        "MultiWorkerMirroredStrategy configured by TF_CONFIG.",
+        choices=STRATEGIES)
+    cpu_replicas: int = setting(0, "With --strategy=mirrored: split the CPU "
+                                "into N logical devices, one replica each "
+                                "(0: use the GPUs).", AT_LEAST_0)
+    deterministic: bool = setting(
+        False, "Deterministic ops (tf.config.experimental."
+        "enable_op_determinism): a run resumed after a crash ends with "
+        "bit-identical weights.")
+    skip_nonfinite: bool = setting(
+        False, "Skip steps with a NaN or Inf loss (no update; counted in "
+        "TensorBoard as nonfinite_steps) instead of stopping.")
+    log_every: int = setting(100, "Steps between progress lines and scalar "
+                             "summaries.", AT_LEAST_1)
+    hist_every: int = setting(500, "Steps between histogram summaries.",
+                              AT_LEAST_1)
+    checkpoint_every: int = setting(500, "Steps between checkpoints.",
+                                    AT_LEAST_1)
+    max_to_keep: int = setting(10, "Checkpoints to keep.", AT_LEAST_1)
+
+    @property
+    def seed(self):
+        """The run's one seed (data, weights, dropout): `data.seed`."""
+        return self.data.seed
 
 
-def validate(config: TrainConfig):
-    """Raises ValueError naming the first bad value and what was expected."""
-    m, d = config.model, config.data
+# Rules between settings: (applies, holds, message). Each names the flags.
+RULES = (
+    (lambda c: True,
+     lambda c: c.burn_in == 0 or c.state_mode != "carry",
+     "--burn_in needs --state_mode=reset or stored (in carry mode the state "
+     "already comes from the stream's previous steps)"),
+    (lambda c: True,
+     lambda c: c.reset_every == 0 or c.state_mode == "carry",
+     "--reset_every needs --state_mode=carry (in reset and stored modes "
+     "every chunk already starts from the initial or its stored state)"),
+    (lambda c: True,
+     lambda c: c.cpu_replicas == 0 or c.strategy == "mirrored",
+     "--cpu_replicas needs --strategy=mirrored"),
+    (lambda c: c.strategy == "mirrored" and c.cpu_replicas > 0,
+     lambda c: c.data.batch_size % c.cpu_replicas == 0,
+     "--batch_size (the global batch) must be divisible by --cpu_replicas"),
+    (lambda c: c.data.task == "text",
+     lambda c: bool(c.data.text_file),
+     "--task=text needs --text_file=PATH (a UTF-8 text file)"),
+    (lambda c: c.data.task == "csv",
+     lambda c: bool(c.data.csv_file),
+     "--task=csv needs --csv_file=PATH"),
+    (lambda c: c.data.task == "csv",
+     lambda c: bool(c.data.target_columns),
+     "--task=csv needs --target_columns (comma-separated names)"),
+)
 
-    def check(ok, message):
-        if not ok:
-            raise ValueError(message)
+_TASK_ONLY = {  # DataConfig fields that only one task reads
+    "text_file": "text", "csv_file": "csv", "target_columns": "csv",
+    "input_columns": "csv", "time_column": "csv", "id_column": "csv",
+    "missing": "csv"}
 
-    check(m.units >= 1, f"units must be >= 1; got {m.units}")
-    check(m.num_layers >= 1, f"num_layers must be >= 1; got {m.num_layers}")
-    for name in ("dropout", "recurrent_dropout"):
-        value = getattr(m, name)
-        check(0.0 <= value < 1.0, f"{name} must be in [0, 1); got {value}")
-    check(m.initial_state_mode in INITIAL_STATE_MODES,
-          f"initial_state_mode must be one of {INITIAL_STATE_MODES}; got "
-          f"{m.initial_state_mode!r}")
-    check(d.task in TASKS, f"task must be one of {TASKS}; got {d.task!r}")
-    check(d.seq_len >= 1, f"seq_len must be >= 1; got {d.seq_len}")
-    check(d.batch_size >= 1, f"batch_size must be >= 1; got {d.batch_size}")
-    if d.task == "text":
-        check(bool(d.text_file), "task=text needs --text_file (a UTF-8 file)")
-    if d.task == "csv":
-        check(bool(d.csv_file), "task=csv needs --csv_file")
-        check(bool(d.target_columns),
-              "task=csv needs --target_columns (comma-separated names)")
-    _check_csv_columns(d, check)
-    check(config.train_steps >= 1,
-          f"train_steps must be >= 1; got {config.train_steps}")
-    check(config.learning_rate > 0,
-          f"learning_rate must be > 0; got {config.learning_rate}")
-    check(config.lr_schedule in LR_SCHEDULES,
-          f"lr_schedule must be one of {LR_SCHEDULES}; got "
-          f"{config.lr_schedule!r}")
-    check(config.clip_norm >= 0,
-          f"clip_norm must be >= 0 (0 turns clipping off); got "
-          f"{config.clip_norm}")
-    check(config.state_mode in STATE_MODES,
-          f"state_mode must be one of {STATE_MODES}; got "
-          f"{config.state_mode!r}")
-    check(config.precision in PRECISIONS,
-          f"precision must be one of {PRECISIONS}; got {config.precision!r}")
-    check(config.burn_in >= 0,
-          f"burn_in must be >= 0 (0: none); got {config.burn_in}")
-    check(config.burn_in == 0 or config.state_mode != "carry",
-          "burn_in needs state_mode=reset or stored: in carry mode the "
-          "state already comes from the stream's previous steps")
-    check(config.strategy in STRATEGIES,
-          f"strategy must be one of {STRATEGIES}; got {config.strategy!r}")
-    check(config.cpu_replicas >= 0,
-          f"cpu_replicas must be >= 0; got {config.cpu_replicas}")
-    check(config.cpu_replicas == 0 or config.strategy == "mirrored",
-          "cpu_replicas needs strategy=mirrored")
-    check(config.reset_every >= 0,
-          f"reset_every must be >= 0 (0: never); got {config.reset_every}")
-    for name in ("log_every", "hist_every", "checkpoint_every", "max_to_keep"):
-        value = getattr(config, name)
-        check(value >= 1, f"{name} must be >= 1; got {value}")
+
+def _leaves(cls, prefix=()):
+    """`(path, field)` of every setting of a config class, nested first."""
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default):
+            yield from _leaves(type(f.default), prefix + (f.name,))
+        else:
+            yield prefix + (f.name,), f
+
+
+def _get(config, path):
+    for name in path:
+        config = getattr(config, name)
     return config
 
 
-def _check_csv_columns(d, check):
-    csv_only = dict(input_columns=d.input_columns, time_column=d.time_column,
-                    id_column=d.id_column)
-    for name, value in csv_only.items():
-        check(d.task == "csv" or not value,
-              f"{name} is for task=csv; got {name}={value!r} with "
-              f"task={d.task!r}")
-    check(d.missing in MISSING_MODES, f"missing must be one of "
-          f"{MISSING_MODES}; got {d.missing!r}")
-    check(not d.time_column or d.time_column != d.id_column,
-          f"time_column and id_column must differ; both are "
-          f"{d.time_column!r}")
+def _field_problems(config):
+    problems = []
+    for path, f in _leaves(type(config)):
+        value, meta, name = _get(config, path), f.metadata, path[-1]
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            problems.append(f"--{name} must be one of {', '.join(choices)}; "
+                            f"got {value!r}")
+        check = meta.get("check")
+        if check and not check[0](value):
+            problems.append(f"--{name} must be {check[1]}; got {value!r}")
+    return problems
+
+
+def _csv_column_problems(d):
+    problems = []
+    if d.time_column and d.time_column == d.id_column:
+        problems.append(f"--time_column and --id_column must differ; both "
+                        f"are {d.time_column!r}")
     for name in ("input_columns", "target_columns"):
         names = getattr(d, name)
         twice = sorted({c for c in names if names.count(c) > 1})
-        check(not twice, f"{name} names {twice} more than once")
+        if twice:
+            problems.append(f"--{name} names {twice} more than once")
         for key in ("time_column", "id_column"):
             value = getattr(d, key)
-            check(not value or value not in names,
-                  f"{name} must not hold the {key} {value!r} (it orders or "
-                  "groups the rows; it is never an input or a target)")
+            if value and value in names:
+                problems.append(
+                    f"--{name} must not hold the {key} {value!r} (it orders "
+                    "or groups the rows; it is never an input or a target)")
+    return problems
 
 
+def problems(config):
+    """Every problem of `config` (a TrainConfig), each naming the setting
+    and what was expected; [] when it is valid."""
+    found = _field_problems(config)
+    d = config.data
+    default = DataConfig()
+    for name, task in _TASK_ONLY.items():
+        value = getattr(d, name)
+        if d.task != task and value != getattr(default, name):
+            found.append(f"--{name} is for --task={task}; got --{name}="
+                         f"{_flag_text(value)} with --task={d.task}")
+    found += _csv_column_problems(d)
+    for applies, holds, message in RULES:
+        if applies(config) and not holds(config):
+            found.append(message)
+    return found
+
+
+def _flag_text(value):
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def validate(config):
+    """Raises one ValueError naming every bad setting and what was expected
+    (the same message from flags, from Python and from a resumed run)."""
+    found = problems(config)
+    if found:
+        raise ValueError("; ".join(found))
+    return config
+
+
+# ------------------------------------------------------------------ flags
+def define_flags(flag_values, cls=TrainConfig, defaults=None):
+    """Defines one absl flag per setting of `cls` in `flag_values`, named
+    after the field, with its default and help. Checks are left to
+    `validate`, so a bad value gets the same message as from Python."""
+    from absl import flags
+    defaults = defaults or cls()
+    for path, f in _leaves(cls):
+        if not f.metadata.get("flag", True):
+            continue
+        name, default = path[-1], _get(defaults, path)
+        help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices:
+            help_text += f" One of: {', '.join(choices)}."
+        kind = _kind(f.type)
+        if kind is bool:
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+        elif kind is int:
+            flags.DEFINE_integer(name, default, help_text,
+                                 flag_values=flag_values)
+        elif kind is float:
+            flags.DEFINE_float(name, default, help_text,
+                               flag_values=flag_values)
+        elif kind is tuple:
+            flags.DEFINE_list(name, list(default), help_text,
+                              flag_values=flag_values)
+        else:
+            flags.DEFINE_string(name, default, help_text,
+                                flag_values=flag_values)
+
+
+def _kind(annotation):
+    """int, float, bool, tuple or str for a field's type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:   # Optional[X]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _kind(args[0])
+    if origin is tuple:
+        return tuple
+    return annotation if annotation in (bool, int, float) else str
+
+
+def from_flags(flag_values, cls=TrainConfig):
+    """The `cls` config that the parsed `flag_values` describe."""
+    def build(klass, prefix=()):
+        values = {}
+        for f in dataclasses.fields(klass):
+            if dataclasses.is_dataclass(f.default):
+                values[f.name] = build(type(f.default), prefix + (f.name,))
+            elif f.metadata.get("flag", True):
+                value = getattr(flag_values, f.name)
+                values[f.name] = tuple(value) if _kind(f.type) is tuple \
+                    else value
+        return klass(**values)
+    return build(cls)
+
+
+# -------------------------------------------------------------- config.json
 def to_dict(config):
     return dataclasses.asdict(config)
 
 
 def from_dict(values):
-    """A TrainConfig from `to_dict` output (as read back from JSON)."""
+    """A TrainConfig from `to_dict` output (as read back from JSON). Runs
+    written before the one-seed change kept a copy of the seed at the top
+    level; it equals data.seed there and is dropped."""
     values = dict(values)
+    values.pop("seed", None)
     model = ModelConfig(**values.pop("model"))
     data = dict(values.pop("data"))
     for key in ("target_columns", "input_columns"):
         data[key] = tuple(data.get(key) or ())
     return TrainConfig(model=model, data=DataConfig(**data), **values)
+
+
+def changed_settings(old, new, keys):
+    """`"name: old -> new"` for each setting under `keys` (top-level names
+    of a TrainConfig dict) whose value differs, naming the leaf setting."""
+    changes = []
+
+    def walk(a, b, name):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in a:
+                walk(a[k], b.get(k), k)
+        elif a != b:
+            changes.append(f"{name}: {a} -> {b}")
+    for key in keys:
+        walk(old.get(key), new.get(key), key)
+    return changes
 
 
 def with_input_columns(config, columns):

@@ -239,7 +239,7 @@ def test_stored_burn_in_keeps_the_state_where_the_successor_starts():
 # ---------------------------------------------------------------- errors
 def test_invalid_combinations_are_clear_errors(tmp_path, short_sine):
     from lstm_ctl import config as config_lib
-    with pytest.raises(ValueError, match="burn_in needs state_mode=reset or "
+    with pytest.raises(ValueError, match="--burn_in needs --state_mode=reset or "
                                          "stored"):
         config_lib.validate(config(tmp_path, state_mode="carry", burn_in=3))
     with pytest.raises(ValueError, match="burn_in must be >= 0"):

@@ -324,13 +324,13 @@ def test_bad_file_sets(tmp_path):
      "input_columns must not hold the time_column 't'"),
     (dict(id_column="k", target_columns=("k",)),
      "target_columns must not hold the id_column 'k'"),
-    (dict(time_column="t", id_column="t"), "time_column and id_column must "
+    (dict(time_column="t", id_column="t"), "time_column and --id_column must "
                                            "differ"),
     (dict(input_columns=("a", "a")), r"input_columns names \['a'\] more "
                                      "than once"),
     (dict(missing="zero"), "missing must be one of"),
     (dict(task="text", text_file="x", id_column="k"),
-     "id_column is for task=csv"),
+     "id_column is for --task=csv"),
 ])
 def test_config_checks_the_column_settings(kwargs, message):
     from lstm_ctl import config as config_lib

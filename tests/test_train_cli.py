@@ -32,13 +32,12 @@ def train(*args, timeout=120):
 
 @pytest.mark.parametrize("args, message", [
     (["--dropout=1.5"], "--dropout must be in [0, 1)"),
-    (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
-    (["--state_mode=keep"], "value should be one of <carry|reset|stored>"),
+    (["--batch_size=0"], "--batch_size must be >= 1; got 0"),
+    (["--state_mode=keep"], "--state_mode must be one of carry, reset, stored; got 'keep'"),
     (["--task=text"], "--task=text needs --text_file=PATH"),
     (["--task=text", "--text_file=/nonexistent"],
      "--text_file '/nonexistent' does not exist."),
-    (["--task=csv", "--csv_file=x.csv"], "--task=csv needs --csv_file=PATH "
-                                         "and --target_columns"),
+    (["--task=csv", "--csv_file=x.csv"], "--task=csv needs --target_columns"),
     (["--learning_rate=0"], "--learning_rate must be > 0"),
     (["--cpu_replicas=2"], "--cpu_replicas needs --strategy=mirrored"),
     (["--strategy=mirrored", "--cpu_replicas=3", "--batch_size=8"],

@@ -31,8 +31,7 @@ from lstm_ctl.core import state as state_lib
 from lstm_ctl.run.builders import batch_signature, build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
-FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "precision",
-                   "seed")
+FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "precision")
 
 
 class TrainingError(RuntimeError):
@@ -49,9 +48,9 @@ def check_resumable(config, model_dir):
     new = config_lib.to_dict(config)
     if not old["data"]["input_columns"]:   # recorded before they resolved
         old["data"]["input_columns"] = new["data"]["input_columns"]
-    changed = [k for k in FIXED_ON_RESUME if old[k] != new[k]]
+    changed = config_lib.changed_settings(old, new, FIXED_ON_RESUME)
     if changed and checkpoints.latest_checkpoint(model_dir):
-        details = "; ".join(f"{k}: {old[k]} -> {new[k]}" for k in changed)
+        details = "; ".join(changed)
         raise ValueError(
             f"{model_dir!r} holds checkpoints of a run with other settings "
             f"({details}). Resume with the same settings or use another "
@@ -61,13 +60,15 @@ def check_resumable(config, model_dir):
 class Trainer:
     """Builds the model, data, optimizer and checkpoints of one run."""
 
-    def __init__(self, config, out=sys.stdout, strategy=None):
+    def __init__(self, config, out=sys.stdout, strategy=None, task=None):
+        """`task`: the `(Task, StreamArrays)` that `data.build_task` gave
+        for this config, when the caller has read the data already."""
         config_lib.validate(config)
         config = config_lib.with_saved_input_columns(config)
         self.model_dir = config.model_dir
         # Bad data stops here, before the model dir is touched.
-        self.task, self.arrays = data.build_task(config.data, "train",
-                                                 self.model_dir)
+        self.task, self.arrays = task or data.build_task(
+            config.data, "train", self.model_dir)
         config = config_lib.with_input_columns(config,
                                                self.task.input_columns)
         self.config = config
@@ -323,6 +324,6 @@ class Trainer:
         return result
 
 
-def train(config, out=sys.stdout):
+def train(config, out=sys.stdout, task=None):
     """Trains (or resumes) the run described by `config`."""
-    return Trainer(config, out=out).run()
+    return Trainer(config, out=out, task=task).run()
