@@ -4,6 +4,8 @@ Running the same command again resumes from the latest checkpoint in
 --model_dir. Every flag is a field of lstm_ctl.config.TrainConfig (its
 default, help and check are written there once). Flags and data are checked
 before TensorFlow is imported, so a mistake costs a second, not ten.
+`main(argv)` can be called in process (the tests do): it parses `argv` into
+this module's own FLAGS.
 """
 
 import os
@@ -12,11 +14,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import sys  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from lstm_ctl import config as config_lib  # noqa: E402
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
 config_lib.define_flags(FLAGS)
 
 
@@ -27,8 +29,8 @@ def _fail(message):
 
 
 def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {argv[1:]}")
+    """Runs train.py with `argv` (parsed into FLAGS here)."""
+    config_lib.parse_flags(FLAGS, argv, "train.py")
     logging.set_verbosity(logging.WARNING)
     config = config_lib.from_flags(FLAGS)
     try:
@@ -49,7 +51,8 @@ def main(argv):
         _fail(e)
     if result["interrupted"] is not None:
         sys.exit(128 + result["interrupted"])  # 130: SIGINT, 143: SIGTERM
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main(sys.argv))

@@ -399,3 +399,26 @@ def load(model_dir):
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} does not hold a lstm_ctl TrainConfig "
                          f"({e}).") from None
+
+
+def parse_flags(flag_values, argv, prog):
+    """Parses `argv` into `flag_values` (defaults first, so a process can
+    parse twice). `--help` prints the flags and exits 0; an unknown flag, a
+    malformed value or a stray argument is one line on stderr, exit 1."""
+    import sys
+    from absl import flags
+    if any(a in ("--help", "-h", "--helpshort", "--helpfull")
+           for a in argv[1:]):
+        text = flag_values.get_help(include_special_flags=False)
+        print(f"{prog} [--flags]\n{text}")
+        sys.exit(0)
+    flag_values.unparse_flags()
+    try:
+        rest = flag_values(argv)
+    except flags.Error as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if len(rest) > 1:
+        print(f"{prog}: error: unexpected arguments: {rest[1:]}",
+              file=sys.stderr)
+        sys.exit(1)

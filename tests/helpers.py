@@ -1,8 +1,15 @@
 """Fault injection, trainer set-ups and TensorBoard reading that several
 test modules use."""
 
+import contextlib
+import importlib.util
 import io
+import os
 import pathlib
+import socket
+import subprocess
+import sys
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -45,3 +52,75 @@ def scalars(model_dir, tag, run="train"):
     acc.Reload()
     return {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
             for e in acc.Tensors(tag)}
+
+
+# ------------------------------------------------------------ entry points
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class Result(typing.NamedTuple):
+    """What a run of an entry point left: its exit code and its output."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _entry_point(script):
+    """train.py or evaluate.py as a module (imported once per process)."""
+    name = "_entry_" + pathlib.Path(script).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def run_main(script, *args):
+    """Runs `script`'s `main` in this process, as `python script args`
+    would, and returns its exit code and what it printed. In process, a run
+    pays neither TensorFlow's import nor a fresh XLA compile; tests that
+    need a real process (signals, kill -9, workers) use `run_process`."""
+    from absl import app
+    module = _entry_point(script)
+    argv = [script, *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            from absl import flags
+            if module.FLAGS is flags.FLAGS:
+                # An entry point on absl's global FLAGS, parsed by app.run.
+                flags.FLAGS.unparse_flags()
+                try:
+                    argv = flags.FLAGS(argv)
+                except flags.Error as e:
+                    raise SystemExit(f"{script}: error: {e}") from None
+            code = module.main(argv) or 0
+        except app.UsageError as e:   # app.run prints it and exits 1
+            print(f"{script}: error: {e}", file=sys.stderr)
+            code = 1
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+                code = 1
+            else:
+                code = e.code or 0
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def process_env(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def run_process(script, *args, timeout=180, cwd=ROOT, env=None):
+    """`python script args` in a new process (for signals and workers)."""
+    return subprocess.run([sys.executable, str(ROOT / script),
+                           *map(str, args)], cwd=cwd, env=env or process_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

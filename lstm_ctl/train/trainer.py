@@ -60,7 +60,7 @@ def check_resumable(config, model_dir):
 class Trainer:
     """Builds the model, data, optimizer and checkpoints of one run."""
 
-    def __init__(self, config, out=sys.stdout, strategy=None, task=None):
+    def __init__(self, config, out=None, strategy=None, task=None):
         """`task`: the `(Task, StreamArrays)` that `data.build_task` gave
         for this config, when the caller has read the data already."""
         config_lib.validate(config)
@@ -79,7 +79,7 @@ class Trainer:
             config.strategy, config.cpu_replicas)
         distribute.check_batch_size(self.strategy, config.data.batch_size)
         self.chief = distribute.is_chief(self.strategy)
-        self.out = out if self.chief else io.StringIO()
+        self.out = (out or sys.stdout) if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
         self.baseline = data.baseline_loss(self.task, self.arrays)
         self.policy = policy_lib.StatePolicy(config, self.arrays)
@@ -324,6 +324,6 @@ class Trainer:
         return result
 
 
-def train(config, out=sys.stdout, task=None):
+def train(config, out=None, task=None):
     """Trains (or resumes) the run described by `config`."""
     return Trainer(config, out=out, task=task).run()
