@@ -110,7 +110,8 @@ def run_main(script, *args):
 
 
 def process_env(**extra):
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+                **extra)
 
 
 def run_process(script, *args, timeout=180, cwd=ROOT, env=None):

@@ -5,8 +5,6 @@ import io
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,8 +19,9 @@ from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
 from lstm_ctl.run.builders import build_model
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import run_main
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -36,10 +35,7 @@ def _train(model_dir, data, steps=20, units=8, lr_schedule="constant"):
 
 
 def _evaluate(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), *args], cwd=ROOT,
-        capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return run_main("evaluate.py", *args)
 
 
 def _read_csv(path):
@@ -124,7 +120,6 @@ def _independent_predictions(model_dir, raw):
     return model, out[0].numpy() * std[order] + mean[order], scaled, state
 
 
-@pytest.mark.slow
 def test_predictions_forecast_csvs_images_and_plot(csv_dir, tmp_path):
     run, raw = csv_dir
     pred, fc, png = (tmp_path / "pred.csv", tmp_path / "fc.csv",
@@ -213,7 +208,6 @@ def test_forecast_equals_a_step_loop_fed_its_own_predictions(csv_dir):
     assert abs(values[0, 0, 0] - raw[:, 1].mean()) < 3 * raw[:, 1].std()
 
 
-@pytest.mark.slow
 def test_forecast_needs_every_input_to_be_a_target(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,hour\n" + "".join(
@@ -272,7 +266,6 @@ def test_text_predictions_are_characters_and_argmax(tmp_path):
         ["t.txt", str(h + 1), "char", ch] for h, ch in enumerate(greedy)]
 
 
-@pytest.mark.slow
 def test_forecast_from_the_carried_state_beats_the_naive_one(tmp_path):
     run = _train(tmp_path / "run", DataConfig(seq_len=20, batch_size=16),
                  steps=400, units=32, lr_schedule="cosine")

@@ -13,7 +13,7 @@ from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import NaNAt, scalars
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def config(tmp_path, name="run", **kwargs):

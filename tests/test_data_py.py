@@ -4,10 +4,7 @@ hold-outs, and the resolved columns that resume and evaluation reuse."""
 import io
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from lstm_ctl.run import checkpoints
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import run_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--units=8", "--seq_len=5", "--batch_size=2", "--train_steps=2",
@@ -24,10 +22,7 @@ TINY = ["--units=8", "--seq_len=5", "--batch_size=2", "--train_steps=2",
 
 
 def run(script, *args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=ROOT,
-        capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return run_main(script, *args)
 
 
 def write(path, text):
@@ -39,7 +34,6 @@ PANEL = "id,year,v\n" + "".join(f"{e},{2000 + i},{i}\n" for e in "ab"
                                  for i in range(6))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("files, flags, message", [
     ({"d.csv": PANEL}, ["--time_column=year"],
      "column 'id': 'a' is not a number; a column of names or labels can be "
@@ -73,7 +67,6 @@ def test_bad_data_is_one_line_exit_1_and_nothing_written(tmp_path, files,
     assert not model_dir.exists()
 
 
-@pytest.mark.slow
 def test_evaluate_works_wherever_train_trained_a_short_holdout(tmp_path):
     rows = "".join(f"{1970 + i // 4}-{1 + 3 * (i % 4):02d}-01,"
                    f"{math.sin(i / 4):.4f}\n" for i in range(200))

@@ -15,7 +15,7 @@ import tensorflow as tf
 from lstm_ctl import LSTMModel, LSTMState
 from lstm_ctl.serve import export
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 ATOL = 1e-5
 
 LOADER = r'''

@@ -19,7 +19,7 @@ from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from helpers import NaNAt, frozen_trainer as frozen, scalars
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 ATOL = 1e-5
 
 

@@ -1,11 +1,7 @@
 """State policies: stored state and burn-in, against hand-run references."""
 
 import io
-import os
 import pathlib
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +9,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 
+from helpers import run_main
 from lstm_ctl.data import tasks as data
 from lstm_ctl.data import losses
 from lstm_ctl.train import state_policy as policy_lib
@@ -251,18 +248,9 @@ def test_invalid_combinations_are_clear_errors(tmp_path, short_sine):
 
 
 # ------------------------------------------------------ train.py, resume
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def train_py(model_dir, *args):
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), f"--model_dir={model_dir}",
-         *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                            PYTHONUNBUFFERED="1"))
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--burn_in=3"], "--burn_in needs --state_mode=reset or stored"),
     (["--state_mode=stored", "--burn_in=-2"], "--burn_in must be >= 0"),
@@ -276,53 +264,9 @@ def test_train_py_refuses_invalid_burn_in(tmp_path, monkeypatch, args,
     corpus = tmp_path / "t.txt"
     corpus.write_text("abcdefgh" * 500)
     model_dir = tmp_path / "never"
-    proc = train_py(model_dir, "--task=text", f"--text_file={corpus}", *args)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err
+    result = run_main("train.py", f"--model_dir={model_dir}", "--task=text",
+                      f"--text_file={corpus}", *args)
+    err = result.stderr
+    assert result.returncode == 1, err
     assert message in err and "Traceback" not in err, err
     assert not model_dir.exists()
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(str(path))
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if name.startswith(("model/", "optimizer/", "stored_state/",
-                                "step/"))}
-
-
-@pytest.mark.slow
-def test_stored_mode_resumed_after_sigterm_equals_uninterrupted(tmp_path):
-    rng = np.random.default_rng(3)
-    corpus = tmp_path / "t.txt"
-    corpus.write_text("".join(rng.choice(list("abc de\n"), size=500)))
-    args = ["--task=text", f"--text_file={corpus}", "--state_mode=stored",
-            "--burn_in=3", "--units=16", "--seq_len=5", "--batch_size=4",
-            "--train_steps=40", "--log_every=1", "--hist_every=1000",
-            "--checkpoint_every=8", "--deterministic"]
-    out, err = train_py(tmp_path / "reference", *args).communicate(
-        timeout=240)
-    assert "Done: step 40" in out, err
-
-    proc = train_py(tmp_path / "stopped", *args)
-    for line in proc.stdout:
-        if line.startswith("step ") and int(line.split()[1].split("/")[0]) \
-                >= 17:
-            assert line.rstrip().endswith("|  stored, burn-in 3")
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    stopped = int(out.split("Stopped by SIGTERM at step ")[1].split(":")[0])
-    assert stopped < 40
-    out, err = train_py(tmp_path / "stopped", *args).communicate(timeout=240)
-    assert f"(step {stopped})" in out and "Done: step 40" in out, err
-
-    want = checkpoint_values(tmp_path / "reference" / "ckpt-40")
-    got = checkpoint_values(tmp_path / "stopped" / "ckpt-40")
-    table = [k for k in want if k.startswith("stored_state/")]
-    assert len(table) == 3 and want.keys() == got.keys()  # h_0, c_0, written
-    written = [want[k] for k in table if "written" in k][0]
-    assert (written >= 0).mean() > 0.9  # most chunks were stored
-    for key in want:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)

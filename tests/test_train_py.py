@@ -1,33 +1,20 @@
 """train.py as a user runs it: flags, each task end to end, and a real
 TensorBoard server reading the run. (Stop and resume: test_faults.py.)"""
 
-import json
-import os
 import pathlib
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from helpers import scalars
+from helpers import run_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--units=8", "--seq_len=5", "--batch_size=2", "--train_steps=4",
         "--log_every=1", "--hist_every=2", "--checkpoint_every=2"]
 
 
-def env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-
-
-def train(*args, timeout=120):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args],
-                          cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=timeout)
+def train(*args, timeout=None):
+    return run_main("train.py", *args)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -51,7 +38,6 @@ def test_bad_flags_stop_before_any_work(tmp_path, args, message):
     assert not model_dir.exists()
 
 
-@pytest.mark.slow
 def test_text_end_to_end(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("hello world, the state carries on. " * 40)
@@ -64,7 +50,6 @@ def test_text_end_to_end(tmp_path):
     assert (model_dir / "ckpt-4.index").exists()
 
 
-@pytest.mark.slow
 def test_csv_end_to_end(tmp_path):
     csv = tmp_path / "d.csv"
     rows = ["temp,load,hour"] + [
@@ -84,43 +69,3 @@ def test_csv_end_to_end(tmp_path):
     assert "has no column(s) ['pressure']" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()   # stopped before any work
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_tensorboard_server_serves_the_loss_series(tmp_path):
-    model_dir = tmp_path / "tb"
-    result = train(f"--model_dir={model_dir}", *TINY)
-    assert result.returncode == 0, result.stderr
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}",
-         "--host=127.0.0.1", f"--port={port}", "--load_fast=false"],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?"
-           "run=train&tag=loss")
-    try:
-        series, deadline = None, time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    series = json.loads(response.read())
-                if len(series) == 4:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert series is not None, "TensorBoard did not answer"
-        # [wall_time, step, value] rows, the same values as the event files.
-        expected = scalars(model_dir, "loss")
-        assert [row[1] for row in series] == [1, 2, 3, 4]
-        for _, step, value in series:
-            assert value == pytest.approx(expected[step], rel=1e-6)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

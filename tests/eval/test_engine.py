@@ -4,8 +4,6 @@ import io
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,8 +17,9 @@ from lstm_ctl.run import checkpoints
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from helpers import run_main
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +61,12 @@ def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
     assert ev.trace_count == 1
 
 
-@pytest.mark.slow
 def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
                                                                   tmp_path):
     out_json = tmp_path / "rows.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), f"--model_dir={run_dir}",
-         "--all", "--state_mode=both", "--eval_steps=20",
-         f"--output_json={out_json}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    result = run_main("evaluate.py", f"--model_dir={run_dir}", "--all",
+                      "--state_mode=both", "--eval_steps=20",
+                      f"--output_json={out_json}")
     assert result.returncode == 0, result.stderr
     assert "reset - carry" in result.stdout
     rows = json.loads(out_json.read_text())
@@ -113,11 +108,7 @@ def test_errors_for_a_dir_without_config_or_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint '/no/ckpt-1' not "
                                                 "found"):
         checkpoints.require_checkpoint(str(tmp_path), "/no/ckpt-1")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"),
-         f"--model_dir={tmp_path / 'missing'}"], cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    result = run_main("evaluate.py", f"--model_dir={tmp_path / 'missing'}")
     assert result.returncode == 1
     assert "evaluate.py: error:" in result.stderr
     assert "config.json not found" in result.stderr

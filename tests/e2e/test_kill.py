@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from helpers import scalars
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 30
 ARGS = ["--units=16", "--num_layers=2", "--seq_len=10", "--batch_size=4",
         "--dropout=0.1", f"--train_steps={STEPS}", "--log_every=1",
