@@ -195,19 +195,19 @@ def _field_problems(config):
         value, meta, name = _get(config, path), f.metadata, path[-1]
         choices = meta.get("choices")
         if choices and value not in choices:
-            problems.append(f"--{name} must be one of {', '.join(choices)}; "
-                            f"got {value!r}")
+            problems.append(f"--{name} must be one of {', '.join(choices)} "
+                            f"(got {value!r})")
         check = meta.get("check")
         if check and not check[0](value):
-            problems.append(f"--{name} must be {check[1]}; got {value!r}")
+            problems.append(f"--{name} must be {check[1]} (got {value!r})")
     return problems
 
 
 def _csv_column_problems(d):
     problems = []
     if d.time_column and d.time_column == d.id_column:
-        problems.append(f"--time_column and --id_column must differ; both "
-                        f"are {d.time_column!r}")
+        problems.append(f"--time_column and --id_column must differ (both "
+                        f"are {d.time_column!r})")
     for name in ("input_columns", "target_columns"):
         names = getattr(d, name)
         twice = sorted({c for c in names if names.count(c) > 1})
@@ -231,8 +231,8 @@ def problems(config):
     for name, task in _TASK_ONLY.items():
         value = getattr(d, name)
         if d.task != task and value != getattr(default, name):
-            found.append(f"--{name} is for --task={task}; got --{name}="
-                         f"{_flag_text(value)} with --task={d.task}")
+            found.append(f"--{name} is for --task={task} (got --{name}="
+                         f"{_flag_text(value)} with --task={d.task})")
     found += _csv_column_problems(d)
     for applies, holds, message in RULES:
         if applies(config) and not holds(config):
