@@ -94,10 +94,14 @@ flags.DEFINE_string("csv_file", None, "--task=csv: a CSV file with a header "
 flags.DEFINE_list("target_columns", [], "CSV columns to forecast.")
 flags.DEFINE_list("input_columns", [], "CSV input columns (default: every "
                   "column other than --time_column and --id_column).")
-flags.DEFINE_string("time_column", None, "CSV column of ISO dates/datetimes "
-                    "or numbers that orders the rows; never an input.")
+flags.DEFINE_string("time_column", None, "CSV column that orders the rows: "
+                    "numbers, ISO dates/datetimes, quarters (1974Q1), months "
+                    "(1995-01) or dates like Jan-1-1995; never an input.")
 flags.DEFINE_string("id_column", None, "CSV column naming the entity of a "
                     "row; each entity is its own stream.")
+flags.DEFINE_string("csv_delimiter", _D.csv_delimiter, "CSV cell separator: "
+                    "',', ';', 'tab' or another character (default: "
+                    "sniffed: ',', ';' or tab).")
 flags.DEFINE_enum("missing", _D.missing, config_lib.MISSING_MODES,
                   "CSV missing cells: error; ffill (inputs from the last "
                   "value of the stream, a missing target is not trained or "
@@ -148,7 +152,7 @@ def config_from_flags():
             target_columns=tuple(FLAGS.target_columns),
             input_columns=tuple(FLAGS.input_columns),
             time_column=FLAGS.time_column, id_column=FLAGS.id_column,
-            missing=FLAGS.missing),
+            missing=FLAGS.missing, csv_delimiter=FLAGS.csv_delimiter),
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule, clip_norm=FLAGS.clip_norm,
         state_mode=FLAGS.state_mode, burn_in=FLAGS.burn_in,

@@ -44,6 +44,8 @@ class DataConfig:
     time_column: Optional[str] = None
     id_column: Optional[str] = None
     missing: str = "error"
+    # csv: ',', ';', 'tab' or another single character; None: sniffed.
+    csv_delimiter: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,10 @@ def validate(config: TrainConfig):
     check(d.task in TASKS, f"task must be one of {TASKS}; got {d.task!r}")
     check(d.seq_len >= 1, f"seq_len must be >= 1; got {d.seq_len}")
     check(d.batch_size >= 1, f"batch_size must be >= 1; got {d.batch_size}")
+    check(d.csv_file is None or isinstance(d.csv_file, str),
+          "csv_file must be a path (config.json records it); for a pandas "
+          "DataFrame use lstm_ctl.data.frame_task(df, config), or "
+          "lstm_ctl.data.write_frame(df, path) and csv_file=path")
     if d.task == "text":
         check(bool(d.text_file), "task=text needs --text_file (a UTF-8 file)")
     if d.task == "csv":
@@ -133,13 +139,17 @@ def validate(config: TrainConfig):
 
 def _check_csv_columns(d, check):
     csv_only = dict(input_columns=d.input_columns, time_column=d.time_column,
-                    id_column=d.id_column)
+                    id_column=d.id_column, csv_delimiter=d.csv_delimiter)
     for name, value in csv_only.items():
         check(d.task == "csv" or not value,
               f"{name} is for task=csv; got {name}={value!r} with "
               f"task={d.task!r}")
     check(d.missing in MISSING_MODES, f"missing must be one of "
           f"{MISSING_MODES}; got {d.missing!r}")
+    check(not d.csv_delimiter or d.csv_delimiter in ("tab", "\\t") or (
+        len(d.csv_delimiter) == 1 and d.csv_delimiter not in '"\r\n'),
+        f"csv_delimiter must be one character (',', ';'), or 'tab'; got "
+        f"{d.csv_delimiter!r}")
     check(not d.time_column or d.time_column != d.id_column,
           f"time_column and id_column must differ; both are "
           f"{d.time_column!r}")
