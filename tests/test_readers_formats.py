@@ -304,7 +304,7 @@ def test_no_stream_left_is_one_line_with_the_reasons(tmp_path, capsys):
 def test_a_file_whose_every_row_is_dropped_is_named(tmp_path, capsys):
     rows = [[t] + v for t, v in zip(TIMES["iso"], values(10))]
     good = write(tmp_path / "a.csv", HEADER, rows)
-    gone = [r[:2] + [""] for r in rows]
+    gone = [[""] + r[1:] for r in rows]        # no time in any row
     write(tmp_path / "b.csv", HEADER, gone)
     config = csv_config(str(tmp_path / "*.csv"), missing="drop")
     assert_same_data(config, csv_config(good), tmp_path)
@@ -430,6 +430,41 @@ def test_config_checks_the_delimiter(kwargs, message):
         config_lib.validate(TrainConfig(data=DataConfig(
             task="csv", csv_file="d.csv", target_columns=("b",),
             csv_delimiter=ok)))
+
+
+# ------------------------------------------------ advice that can be taken
+def test_too_little_data_names_only_fixes_that_work(tmp_path):
+    rows = [[t] + v for t, v in zip(TIMES["iso"], values(12))]
+    path = write(tmp_path / "s.csv", HEADER, rows)     # 10 train pairs
+    with pytest.raises(ValueError, match=r"too few for 8 parallel streams "
+                                         r".* Use --batch_size=2 or less, "
+                                         r"or more data\.$"):
+        data.build_task(csv_config(path, batch_size=8), "train",
+                        str(tmp_path))
+    with pytest.raises(ValueError, match=r"too few for 8 parallel streams "
+                                         r".* Use --batch_size=1 and "
+                                         r"--seq_len=10 or less, or more "
+                                         r"data\.$"):
+        data.build_task(csv_config(path, batch_size=8, seq_len=20), "train",
+                        str(tmp_path))
+    with pytest.raises(ValueError, match=r"fewer than one chunk of "
+                                         r"--seq_len=20\. Use --seq_len=10 or "
+                                         r"less, or more data\.$"):
+        data.build_task(csv_config(path, batch_size=1, seq_len=20), "train",
+                        str(tmp_path))
+    with pytest.raises(ValueError, match=r"--seq_len=5 or less, or a smaller "
+                                         r"--batch_size, or more data\.$"):
+        data.build_task(csv_config(path, batch_size=2, seq_len=20), "train",
+                        str(tmp_path))
+    # The fixes named work.
+    data.build_task(csv_config(path, batch_size=2), "train", str(tmp_path))
+    data.build_task(csv_config(path, batch_size=1, seq_len=10), "train",
+                    str(tmp_path))
+    tiny = write(tmp_path / "t.csv", HEADER, rows[:3])  # 1 train pair
+    with pytest.raises(ValueError, match=r"too few for 1 parallel streams "
+                                         r".* Use more data\.$"):
+        data.build_task(csv_config(tiny, batch_size=1, seq_len=1), "train",
+                        str(tmp_path))
 
 
 # ------------------------------------------------------------ end to end

@@ -153,10 +153,15 @@ def series_arrays(series, split, batch_size, seq_len, name):
     if split == "train":
         steps = total // batch_size
         if steps < 2:
+            # Only fixes that work: a batch size whose lanes hold a chunk.
+            fits = total // max(2, seq_len)
+            fix = (f"Use --batch_size={fits} or less, or more data." if fits
+                   else f"Use --batch_size=1 and --seq_len={total} or less, "
+                   "or more data." if total >= 2 else "Use more data.")
             raise ValueError(
                 f"{name} has {total} steps, too few for {batch_size} parallel"
                 f" streams (batch_size={batch_size}): each stream needs at "
-                "least 2 steps. Use a smaller --batch_size or more data.")
+                f"least 2 steps. {fix}")
         return lay_out(pairs, batch_size, steps, steps)
     lanes = min(batch_size, max(1, total // seq_len))
     per_lane = -(-total // lanes)
@@ -341,11 +346,13 @@ def build_task(config, split="train", model_dir=".", frame=None):
                                config.seq_len,
                                f"the {split} part of {source}")
     if arrays.steps < config.seq_len:
+        fix = f"--seq_len={arrays.steps} or less" + (
+            ", or a smaller --batch_size" if config.batch_size > 1 else "")
         raise ValueError(
             f"the {split} data of task {config.task!r} gives each of the "
             f"{config.batch_size} parallel streams {arrays.steps} steps, "
-            f"fewer than one chunk of --seq_len={config.seq_len}. Use a "
-            "smaller --seq_len or --batch_size, or more data.")
+            f"fewer than one chunk of --seq_len={config.seq_len}. Use "
+            f"{fix}, or more data.")
     return task, arrays
 
 
