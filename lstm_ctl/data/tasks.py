@@ -155,9 +155,15 @@ def series_arrays(series, split, batch_size, seq_len, name):
         if steps < 2:
             # Only fixes that work: a batch size whose lanes hold a chunk.
             fits = total // max(2, seq_len)
-            fix = (f"Use --batch_size={fits} or less, or more data." if fits
-                   else f"Use --batch_size=1 and --seq_len={total} or less, "
-                   "or more data." if total >= 2 else "Use more data.")
+            if fits > 1:
+                fix = f"Use --batch_size={fits} or less, or more data."
+            elif fits == 1:
+                fix = "Use --batch_size=1, or more data."
+            elif total >= 2:
+                fix = (f"Use --batch_size=1 and --seq_len={total} or less, "
+                       "or more data.")
+            else:
+                fix = "Use more data."
             raise ValueError(
                 f"{name} has {total} steps, too few for {batch_size} parallel"
                 f" streams (batch_size={batch_size}): each stream needs at "
