@@ -301,6 +301,30 @@ def test_no_stream_left_is_one_line_with_the_reasons(tmp_path, capsys):
             "are empty") in message
 
 
+def test_a_target_empty_everywhere_is_one_line(tmp_path):
+    rows = panel({f"c{i:03d}": 4 for i in range(30)})
+    for e in rows:
+        for r in rows[e]:
+            r[2] = "NA"
+    path = write_panel(tmp_path / "panel.csv", rows)
+    for missing in ("error", "ffill", "drop"):
+        with pytest.raises(ValueError, match=r"panel.csv': the "
+                                             r"--target_columns \['sales'\] "
+                                             r"are empty in every row; name "
+                                             r"columns that have values\.$"):
+            data.build_task(panel_config(path, missing=missing), "train",
+                            str(tmp_path))
+    # Every entity too short: the first five reasons, and a count.
+    rows = panel({f"c{i:03d}": 2 for i in range(30)})
+    path = write_panel(tmp_path / "short.csv", rows)
+    with pytest.raises(ValueError, match=r"no stream is left after "
+                                         r"--missing=drop: dropped .*'c000'"
+                                         r".*'c004' .* \.\.\. and 25 more "
+                                         r"\(lines above\)$"):
+        data.build_task(panel_config(path, missing="drop"), "train",
+                        str(tmp_path))
+
+
 def test_a_file_whose_every_row_is_dropped_is_named(tmp_path, capsys):
     rows = [[t] + v for t, v in zip(TIMES["iso"], values(10))]
     good = write(tmp_path / "a.csv", HEADER, rows)

@@ -583,6 +583,11 @@ def table_from_sources(sources, config, label):
             errors.append((error[0], 2, error[1]))
     if errors:
         raise ValueError(min(errors)[2])
+    # (Before the missing cells: neither ffill nor drop would help.)
+    empty = [t for t in targets if missing[live, used.index(t)].all()]
+    if empty and live.any():
+        raise ValueError(f"{label}: the --target_columns {empty} are empty "
+                         "in every row; name columns that have values.")
     if gappy.any() and config.missing == "error":
         i = int(np.argmax(gappy))
         j = int(np.argmax(missing[i]))
@@ -653,9 +658,11 @@ def table_from_sources(sources, config, label):
                       else "")
             raise ValueError(f"{label}: no row is left after "
                              f"--missing=drop{detail}.")
+        reasons = [n[len(label) + 2:] for n in notes]
+        more = (f" ... and {len(reasons) - 5} more (lines above)"
+                if len(reasons) > 5 else "")
         raise ValueError(f"{label}: no stream is left after --missing="
-                         f"{config.missing}: " + " ".join(
-                             n[len(label) + 2:] for n in notes))
+                         f"{config.missing}: " + " ".join(reasons[:5]) + more)
     return CsvTable(inputs, targets, streams, notes)
 
 
