@@ -73,8 +73,9 @@ class DataConfig:
         (), "CSV input columns (default: every column other than "
         "--time_column and --id_column).")
     time_column: Optional[str] = setting(
-        None, "CSV column of ISO dates/datetimes or numbers that orders the "
-        "rows; never an input.")
+        None, "CSV column that orders the rows: numbers, ISO "
+        "dates/datetimes, quarters (1974Q1), months (1995-01) or dates like "
+        "Jan-1-1995; never an input.")
     id_column: Optional[str] = setting(
         None, "CSV column naming the entity of a row; each entity is its own "
         "stream.")
@@ -82,6 +83,12 @@ class DataConfig:
         "error", "CSV missing cells: error; ffill (inputs from the last value "
         "of the stream, a missing target is not trained or scored); drop "
         "(drop rows with a missing cell).", choices=MISSING_MODES)
+    csv_delimiter: Optional[str] = setting(
+        None, "CSV cell separator: ',', ';', 'tab' or another character "
+        "(default: sniffed: ',', ';' or tab).",
+        (lambda v: v is None or v in ("tab", "\\t") or (
+            len(v) == 1 and v not in '"\r\n'),
+         "one character (',', ';'), or 'tab'"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +178,7 @@ RULES = (
 _TASK_ONLY = {  # DataConfig fields that only one task reads
     "text_file": "text", "csv_file": "csv", "target_columns": "csv",
     "input_columns": "csv", "time_column": "csv", "id_column": "csv",
-    "missing": "csv"}
+    "missing": "csv", "csv_delimiter": "csv"}
 
 
 def _leaves(cls, prefix=()):
@@ -225,8 +232,12 @@ def _csv_column_problems(d):
 def problems(config):
     """Every problem of `config` (a TrainConfig), each naming the setting
     and what was expected; [] when it is valid."""
-    found = _field_problems(config)
     d = config.data
+    if d.csv_file is not None and not isinstance(d.csv_file, str):
+        return ["--csv_file must be a path (config.json records it); for a "
+                "pandas DataFrame use lstm_ctl.data.frame_task(df, config), "
+                "or lstm_ctl.data.write_frame(df, path) and csv_file=path"]
+    found = _field_problems(config)
     default = DataConfig()
     for name, task in _TASK_ONLY.items():
         value = getattr(d, name)

@@ -1,7 +1,7 @@
 """Tasks as streams, and the streams as parallel lanes (tf.data: pipelines.py).
 
 Every task is a list of `Series` (a sine signal, a text file, a CSV entity
-or file; reading and validating files is tables.py's job), and becomes
+or file; reading and validating files is readers.py's job), and becomes
 `StreamArrays`: `B` lanes of `N` next-step pairs. Lane i is a concatenation
 of streams (whole sine signals, or consecutive stretches of the text/CSV
 streams); `resets` marks where a stream (or the lane) starts, so no state
@@ -153,10 +153,21 @@ def series_arrays(series, split, batch_size, seq_len, name):
     if split == "train":
         steps = total // batch_size
         if steps < 2:
+            # Only fixes that work: a batch size whose lanes hold a chunk.
+            fits = total // max(2, seq_len)
+            if fits > 1:
+                fix = f"Use --batch_size={fits} or less, or more data."
+            elif fits == 1:
+                fix = "Use --batch_size=1, or more data."
+            elif total >= 2:
+                fix = (f"Use --batch_size=1 and --seq_len={total} or less, "
+                       "or more data.")
+            else:
+                fix = "Use more data."
             raise ValueError(
                 f"{name} has {total} steps, too few for {batch_size} parallel"
                 f" streams (batch_size={batch_size}): each stream needs at "
-                "least 2 steps. Use a smaller --batch_size or more data.")
+                f"least 2 steps. {fix}")
         return lay_out(pairs, batch_size, steps, steps)
     lanes = min(batch_size, max(1, total // seq_len))
     per_lane = -(-total // lanes)
@@ -221,8 +232,8 @@ def text_series(config, model_dir):
     return task, series
 
 
-def csv_series(config, model_dir):
-    table = tables.read_csv_table(config)
+def csv_series(config, model_dir, frame=None):
+    table = tables.read_csv_table(config, frame)
     inputs, targets = table.input_columns, table.target_columns
     columns = inputs + [c for c in targets if c not in inputs]
     norm_path = os.path.join(model_dir, NORM_FILE)
@@ -230,7 +241,7 @@ def csv_series(config, model_dir):
         norm = tables.read_json(norm_path)
         if norm["columns"] != columns:
             raise ValueError(
-                f"the columns read from --csv_file {config.csv_file!r} "
+                f"the columns read from {_source(config, frame)} "
                 f"({columns}: inputs, then targets) are not those the model "
                 f"was trained on ({norm['columns']}, {norm_path}).")
     else:
@@ -258,13 +269,32 @@ def _summary(series):
              "held_out": len(s.weights) - s.cut} for s in series]
 
 
-def eval_series(config, model_dir):
+def _source(config, frame=None):
+    if frame is not None:
+        return tables.DATAFRAME
+    if config.task == "text":
+        return f"--text_file {config.text_file!r}"
+    return f"--csv_file {config.csv_file!r}"
+
+
+def _with_frame(config, frame):
+    """csv: the config of data read from `frame` (a pandas DataFrame)."""
+    config = getattr(config, "data", config)
+    if frame is None:
+        return config
+    return dataclasses.replace(config, task="csv")
+
+
+def eval_series(config, model_dir, frame=None):
     """(Task, List[Series]) for evaluation, with the vocabulary /
     normalisation saved in model_dir. text/csv: every stream (file or
     entity), cut at its hold-out. sine: the eval-seed signals (as many as
     batch_size), cut at half their length. `config`: a DataConfig (or a
-    TrainConfig)."""
-    config = getattr(config, "data", config)
+    TrainConfig). `frame`: a pandas DataFrame read instead of
+    `config.csv_file` (see `frame_series`)."""
+    config = _with_frame(config, frame)
+    if frame is not None:
+        return csv_series(config, model_dir, frame)
     if config.task == "sine":
         return sine_series(config)
     if config.task == "text":
@@ -304,28 +334,51 @@ def _write_json(path, value):
     os.replace(path + ".tmp", path)
 
 
-def build_task(config, split="train", model_dir="."):
+def build_task(config, split="train", model_dir=".", frame=None):
     """`(Task, StreamArrays)` for `config` (a DataConfig); split train/eval.
 
     A vocabulary or normalisation saved in `model_dir` is used when present;
-    nothing is written (see `save_task_files`).
+    nothing is written (see `save_task_files`). `frame`: a pandas DataFrame
+    read instead of `config.csv_file` (see `frame_task`).
     """
+    config = _with_frame(config, frame)
     if config.task == "sine":
         task, arrays = sine_task(config, split)
     else:
-        task, series = eval_series(config, model_dir)
-        source = config.text_file if config.task == "text" else \
-            config.csv_file
+        task, series = eval_series(config, model_dir, frame)
+        source = (tables.DATAFRAME if frame is not None else repr(
+            config.text_file if config.task == "text" else config.csv_file))
         arrays = series_arrays(series, split, config.batch_size,
                                config.seq_len,
-                               f"the {split} part of {source!r}")
+                               f"the {split} part of {source}")
     if arrays.steps < config.seq_len:
+        fix = f"--seq_len={arrays.steps} or less" + (
+            ", or a smaller --batch_size" if config.batch_size > 1 else "")
         raise ValueError(
             f"the {split} data of task {config.task!r} gives each of the "
             f"{config.batch_size} parallel streams {arrays.steps} steps, "
-            f"fewer than one chunk of --seq_len={config.seq_len}. Use a "
-            "smaller --seq_len or --batch_size, or more data.")
+            f"fewer than one chunk of --seq_len={config.seq_len}. Use "
+            f"{fix}, or more data.")
     return task, arrays
+
+
+def frame_task(frame, config, split="train", model_dir="."):
+    """`(Task, StreamArrays)` of a pandas DataFrame, as `build_task` gives
+    them for the same table in a CSV file: `config` is a DataConfig (its
+    `csv_file` unset; `task` is taken as "csv") naming the target, input,
+    time and id columns; a named index (e.g. `df.set_index("date")`) can
+    be the time or id column. Typed columns are read as they are
+    (datetimes, periods, numbers), text cells as in a file.
+    To train (config.json must name a file that evaluate.py can read
+    again), write the frame with `write_frame(df, path)` and pass
+    `csv_file=path`."""
+    return build_task(config, split, model_dir, frame=frame)
+
+
+def frame_series(frame, config, model_dir="."):
+    """`(Task, List[Series])` of a pandas DataFrame, as `eval_series` gives
+    them for the same table in a CSV file (see `frame_task`)."""
+    return eval_series(config, model_dir, frame=frame)
 
 
 # ------------------------------------------------------------- baselines
