@@ -17,8 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# Two workers, one per core; a test module stays on one worker, so its
+# module-scoped runs are trained once.
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)

@@ -7,5 +7,5 @@ the same table in a file; `write_frame(df, path)` writes it as a file that
 reads back as the same table (to train on it: config.json names a file).
 """
 
-from lstm_ctl.data.readers import write_frame  # noqa: F401
+from lstm_ctl.data.csv_files import write_frame  # noqa: F401
 from lstm_ctl.data.tasks import frame_series, frame_task  # noqa: F401
