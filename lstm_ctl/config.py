@@ -384,14 +384,9 @@ def config_path(model_dir):
 
 def save(config, model_dir):
     """Writes config.json atomically (a crash never leaves half a file)."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = config_path(model_dir)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_dict(config), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    from lstm_ctl import files
+    return files.write_json(config_path(model_dir), to_dict(config),
+                            indent=2, sort_keys=True)
 
 
 def load(model_dir):

@@ -145,3 +145,20 @@ def test_a_run_written_by_the_previous_layout_evaluates_and_resumes(
                       "--hist_every=100")
     assert result.returncode == 0, result.stderr
     assert "(step 4)" in result.stdout and "Done: step 6" in result.stdout
+
+
+def test_a_failed_write_keeps_the_previous_config_json(tmp_path,
+                                                      monkeypatch):
+    from lstm_ctl import files
+    config_lib.save(TrainConfig(model_dir=str(tmp_path)), str(tmp_path))
+    before = (tmp_path / "config.json").read_text()
+
+    def dump_half(value, f, **kwargs):
+        f.write("{")
+        raise OSError("disk full")
+    monkeypatch.setattr(files.json, "dump", dump_half)
+    with pytest.raises(OSError, match="disk full"):
+        config_lib.save(TrainConfig(model_dir=str(tmp_path),
+                                    train_steps=9), str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from lstm_ctl import files
+
 MISSING_TOKENS = {"", "na", "n/a", "nan", "null", "none"}
 
 # ------------------------------------------------------------------- CSV
@@ -207,9 +209,8 @@ def write_frame(frame, path):
     trained on it can be resumed and evaluated from its config.json.
     Returns `path`."""
     frame = frame_source(frame).frame
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    frame.to_csv(path + ".tmp", index=False)
-    os.replace(path + ".tmp", path)
+    with files.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

@@ -13,12 +13,12 @@ state.
 """
 
 import dataclasses
-import json
 import os
 from typing import List, Optional
 
 import numpy as np
 
+from lstm_ctl import files
 from lstm_ctl.data import readers as tables
 from lstm_ctl.data.readers import holdout_cut
 
@@ -328,10 +328,7 @@ def save_task_files(task, model_dir):
 
 
 def _write_json(path, value):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.replace(path + ".tmp", path)
+    files.write_json(path, value)
 
 
 def build_task(config, split="train", model_dir=".", frame=None):

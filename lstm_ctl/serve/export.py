@@ -16,6 +16,7 @@ import os
 
 import tensorflow as tf
 
+from lstm_ctl import files
 from lstm_ctl.core.state import LSTMState
 
 TFLITE_FILE = "step.tflite"
@@ -97,11 +98,7 @@ def export_tflite(saved_model_dir, path):
         saved_model_dir, signature_keys=["step"])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flatbuffer = converter.convert()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(flatbuffer)
-    os.replace(path + ".tmp", path)
-    return path
+    return files.write_bytes(path, flatbuffer)
 
 
 def export(model, export_dir):
