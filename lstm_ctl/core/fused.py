@@ -22,6 +22,7 @@ run in the compute dtype and the state does not drift.
 """
 
 import tensorflow as tf
+from tensorflow.python.eager import record
 
 from lstm_ctl.core import shards
 from lstm_ctl.core.state import LSTMState
@@ -253,19 +254,41 @@ def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
     """One layer on `x [T, B, D]`: `(outputs [T, B, H], final LSTMState)`.
 
     Same contract as `loop.layer_sequence` (which takes the projection
-    instead of `x` and the kernels). `training=False` runs a loop that saves
-    nothing for the backward pass; if a gradient is asked for all the same,
-    it reruns the saving loop first. The batch is cut into shards that run
-    side by side, one per CPU core (`shards.run`).
+    instead of `x` and the kernels). The forward saves what the backward
+    needs (the gate activations and cell states) when a gradient can be
+    asked for: when a `tf.GradientTape` records any of its inputs (a
+    user's `model(x)` inside their tape, with or without `training=`), or
+    with `training=True`. Otherwise (`model(x)`, `predict`) it runs a loop
+    that saves nothing; if a gradient is asked for all the same (a tape
+    outside a `tf.function` traced without one), the backward reruns the
+    saving loop first. The batch is cut into shards that run side by side,
+    one per CPU core (`shards.run`).
     """
+    kernel, recurrent_kernel, bias = (
+        tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel, bias))
+    save = bool(training) or gradient_can_be_asked(
+        x, kernel, recurrent_kernel, bias, state.h, state.c,
+        *(() if init is None else init))
     return shards.run(_layer, x, state, reset, init, mask,
                       recurrent_dropout_mask, kernel=kernel,
                       recurrent_kernel=recurrent_kernel, bias=bias,
-                      training=training)
+                      save=save)
+
+
+def gradient_can_be_asked(*tensors):
+    """Whether a `tf.GradientTape` records an op on any of `tensors` now.
+
+    Decided once per layer, eagerly or when tracing the `tf.function` whose
+    graph holds the tape, so that every shard makes the same choice. A
+    `tf.function` keeps the choice of its trace: traced without a tape and
+    later called under one, its backward reruns the saving forward.
+    """
+    tensors = [tf.convert_to_tensor(t) for t in tensors if t is not None]
+    return bool(record.should_record_backprop(tensors))
 
 
 def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
-           recurrent_kernel, bias, training):
+           recurrent_kernel, bias, save):
     """`layer_sequence` on one shard: the compiled forward and, through
     `tf.custom_gradient`, the compiled backward."""
     has_init = reset is not None
@@ -282,7 +305,7 @@ def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
             for a in (x, kernel, recurrent_kernel, bias, h0, c0, ih, ic))
         args = (x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic,
                 mask, rdp)
-        if training:
+        if save:
             out, h, c, *saved = _forward_saving(*args)
         else:
             out, h, c = _forward_only(*args)
@@ -307,7 +330,6 @@ def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
         return (out, h, c), grad
 
     init_args = tuple(init) if has_init else ()
-    tensors = [tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel,
-                                                 bias)]
-    out, h, c = run(x, *tensors, state.h, state.c, *init_args)
+    out, h, c = run(x, kernel, recurrent_kernel, bias, state.h, state.c,
+                    *init_args)
     return out, LSTMState(h, c)
