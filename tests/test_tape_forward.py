@@ -201,3 +201,39 @@ def test_dropout_only_with_training_true_even_under_a_tape():
         dropped = fast(x, training=True)[0]
     np.testing.assert_allclose(natural, lean, atol=1e-6)
     assert np.abs(dropped.numpy() - lean.numpy()).max() > 1e-3
+
+
+def test_batched_step_is_compiled_once_for_every_batch_size():
+    """`model.step` under an `input_signature` with the batch size None (a
+    pool of streams in buckets) traces once, its XLA layer step once, and
+    gives the reference's numbers (`implementation="cell"` steps op by op)
+    and the sequence call's."""
+    fast, ref = models(num_layers=2)
+    spec = [tf.TensorSpec([None, FEATURES]),
+            tuple((tf.TensorSpec([None, UNITS]), tf.TensorSpec([None, UNITS]))
+                  for _ in range(2))]
+    traces = []
+
+    def step(model):
+        def run(x_t, state):
+            traces.append(model.implementation)
+            return model.step(x_t, state)
+        return tf.function(run, input_signature=spec)
+
+    fast_step, ref_step = step(fast), step(ref)
+    layer_traces = []
+    for size in (1, 7, 64):
+        x = batch(size=size, steps=3, seed=size)
+        state = tuple(tuple(s) for s in fast.initial_state(size))
+        expected_state = state
+        for t in range(3):
+            y, state = fast_step(x[:, t], state)
+            y_ref, expected_state = ref_step(x[:, t], expected_state)
+            np.testing.assert_allclose(y, y_ref, atol=1e-5)
+            assert_close(state, expected_state)
+        np.testing.assert_allclose(y, fast(x)[0][:, -1], atol=1e-5)
+        layer_traces.append(fused.cell_step.experimental_get_tracing_count())
+    assert traces == ["fused", "cell"]
+    # Traced for the first batch size (once per layer's input width), not
+    # again for the others.
+    assert layer_traces[0] == layer_traces[-1], layer_traces

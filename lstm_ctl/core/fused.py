@@ -24,6 +24,7 @@ run in the compute dtype and the state does not drift.
 import tensorflow as tf
 from tensorflow.python.eager import record
 
+from lstm_ctl.core import loop
 from lstm_ctl.core import shards
 from lstm_ctl.core.state import LSTMState
 
@@ -246,6 +247,28 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
     weights = _weights_compiled(d_z, x, h_prev, h0, out, rdp)
     d_x = _inputs_compiled(d_z, kernel)
     return (d_x, *weights, d_h0, d_c0, d_init_h, d_init_c)
+
+
+def _cell_step(x_t, kernel, recurrent_kernel, bias, h, c):
+    """One timestep of one layer: `x_t [B, D]`, state `[B, H]` -> `(h, c)`.
+
+    One matmul `[x_t, h] @ [kernel; recurrent_kernel]`: at B = 256 to 4,096
+    it took 10-20% less CPU time than the two matmuls (the one over D=32 is
+    a thin, slow one). The matmul runs in the compute dtype (`x_t`'s), the
+    gate math in the state's (`h`'s).
+    """
+    compute, dtype = x_t.dtype, h.dtype
+    joined = tf.concat([x_t, tf.cast(h, compute)], 1)  # [B, D + H]
+    z = tf.matmul(joined, tf.concat([kernel, recurrent_kernel], 0)) + bias
+    return loop.gates(tf.cast(z, dtype), c)  # z: [B, 4H]
+
+
+# `model.step`'s layer as one XLA program: the gate math fuses into the
+# matmul's output instead of a dozen passes over `[B, 4H]`. Measured in CPU
+# time per step (one layer, H=128, D=32, a shared 2-core machine), against
+# the same step op by op: B=256 2.3 vs 3.0 ms, 1,024 5.3 vs 7.3 ms, 4,096
+# 16.2 vs 18.9 ms. Traced once; XLA compiles once per batch size.
+cell_step = tf.function(_cell_step, **_JIT)
 
 
 def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,

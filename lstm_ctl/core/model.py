@@ -291,10 +291,15 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
         inp, next_state = x_t, []
         for cell, layer_state in zip(self.cells, state):
             kernel, recurrent_kernel, bias = self._kernels(cell)
-            z = tf.cast(tf.matmul(inp, kernel) + bias, self.state_dtype)
-            z += tf.cast(tf.matmul(tf.cast(layer_state.h, self.compute_dtype),
-                                   recurrent_kernel), self.state_dtype)
-            h, c = loop.gates(z, layer_state.c)
+            if self.implementation == "fused":  # one XLA program per layer
+                h, c = fused.cell_step(inp, kernel, recurrent_kernel, bias,
+                                       layer_state.h, layer_state.c)
+            else:  # the reference: the same math op by op
+                z = tf.cast(tf.matmul(inp, kernel) + bias, self.state_dtype)
+                z += tf.cast(tf.matmul(
+                    tf.cast(layer_state.h, self.compute_dtype),
+                    recurrent_kernel), self.state_dtype)
+                h, c = loop.gates(z, layer_state.c)
             next_state.append(LSTMState(h, c))
             inp = tf.cast(h, self.compute_dtype)
         next_state = tuple(next_state)
