@@ -127,13 +127,23 @@ def implementations(c, with_torch):
 
 # ------------------------------------------------------------------- timing
 def interleaved(fns, rounds, warmup):
-    """Median seconds of each fn, the fns interleaved round by round."""
+    """Median seconds of each fn, the fns interleaved round by round.
+
+    The order is shuffled each round (seeded), so that no implementation
+    always runs right after the same other one: a framework's threads can
+    keep spinning for a while after a call (torch's OpenMP, TensorFlow's
+    pool) and slow whatever runs next.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
+    order = list(fns)
+    rng = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

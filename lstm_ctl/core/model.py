@@ -28,6 +28,9 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
     `[B, T, output_dim]` (or `[B, T, units]`, the top layer's h, when
     `output_dim=None`) and `final_state` a tuple with one `LSTMState(h, c)`
     per layer. Any batch size and any length work in one compiled function.
+    Dropout only with `training=True`; inside a `tf.GradientTape`,
+    `model(x)` costs what `model(x, training=True)` costs (the fused layers
+    save what their backward needs whenever a tape records them).
 
     Args:
       units: size H of h and c in every layer.
