@@ -6,10 +6,15 @@ when torch is importable), measured in one run.
 
 Every implementation runs the same job: a train step is forward + a Dense
 head at every step + MSE + Adam; a forward is the sequence and the head.
+lstm_ctl's train step runs twice: `model(x, training=True)` and as users
+call it, `out, _ = model(x)` inside their own tape (`lstm_ctl_as_called`;
+its forward is `lstm_ctl`'s).
 After warm-up the implementations are interleaved round by round, so that a
 slow phase of the machine hits them all alike; the table shows medians and
 ratios against the best of keras.layers.LSTM with and without jit_compile.
 It also measures single-timestep streaming latency at B=1 (streaming.py),
+the batched step of a pool of streams at B = 256, 1,024, 4,096 against
+torch.nn.LSTMCell and the matmul alone (batched_step.py),
 achieved GFLOP/s against a measured matmul peak, peak memory of a train
 step on a long sequence (each in its own process), and the train step under
 the float32 and mixed_bfloat16 dtype policies (precision.py). Results go to a
@@ -38,6 +43,8 @@ CONFIGS = {"A": dict(B=32, T=100, D=32, H=128),
            "B": dict(B=1, T=100, D=32, H=128),
            "C": dict(B=64, T=50, D=64, H=256)}
 OUT_DIM = 1
+# Implementations whose forward is another's (timed once, under that name).
+SAME_FORWARD = {"lstm_ctl_as_called": "lstm_ctl"}
 
 try:
     import torch
@@ -55,11 +62,14 @@ def keras_impl(c, jit):
                   lambda x: model(x), jit)
 
 
-def lstm_ctl_impl(c, jit, dtype=None):
+def lstm_ctl_impl(c, jit, dtype=None, as_called=False):
+    """`as_called`: the train step calls `model(x)` without `training=`,
+    as the README's custom loop and most users write it."""
     model = LSTMModel(c["H"], output_dim=OUT_DIM, input_dim=c["D"],
                       dtype=dtype)
-    return tf_fns(model, lambda x: model(x, training=True)[0],
-                  lambda x: model(x)[0], jit)
+    train_call = ((lambda x: model(x)[0]) if as_called
+                  else (lambda x: model(x, training=True)[0]))
+    return tf_fns(model, train_call, lambda x: model(x)[0], jit)
 
 
 def tf_fns(model, train_call, infer_call, jit):
@@ -107,6 +117,8 @@ def implementations(c, with_torch):
     impls = {"keras": lambda: keras_impl(c, False),
              "keras_jit": lambda: keras_impl(c, True),
              "lstm_ctl": lambda: lstm_ctl_impl(c, False),
+             "lstm_ctl_as_called": lambda: lstm_ctl_impl(c, False,
+                                                         as_called=True),
              "lstm_ctl_jit": lambda: lstm_ctl_impl(c, True)}
     if with_torch:
         impls["torch"] = lambda: torch_impl(c)
@@ -115,13 +127,23 @@ def implementations(c, with_torch):
 
 # ------------------------------------------------------------------- timing
 def interleaved(fns, rounds, warmup):
-    """Median seconds of each fn, the fns interleaved round by round."""
+    """Median seconds of each fn, the fns interleaved round by round.
+
+    The order is shuffled each round (seeded), so that no implementation
+    always runs right after the same other one: a framework's threads can
+    keep spinning for a while after a call (torch's OpenMP, TensorFlow's
+    pool) and slow whatever runs next.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
+    order = list(fns)
+    rng = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -166,7 +188,10 @@ def bench_config(name, c, rounds, warmup, with_torch):
                                           lambda fw=fw: fw(xt))
         train[impl]()
         first_call[impl] = time.perf_counter() - t0
-        forward[impl]()
+        if impl in SAME_FORWARD:  # measured once, under the other name
+            del forward[impl]
+        else:
+            forward[impl]()
     result = {"config": dict(c), "first_call_s": first_call,
               "train_ms": {k: v * 1e3 for k, v in
                            interleaved(train, rounds, warmup).items()},
@@ -175,6 +200,9 @@ def bench_config(name, c, rounds, warmup, with_torch):
     f = flops(c)
     result["train_gflops"] = {k: 3 * f / v / 1e6
                               for k, v in result["train_ms"].items()}
+    for impl, same in SAME_FORWARD.items():
+        if impl in result["train_ms"]:
+            result["forward_ms"][impl] = result["forward_ms"][same]
     result["forward_gflops"] = {k: f / v / 1e6
                                 for k, v in result["forward_ms"].items()}
     return result
@@ -227,6 +255,8 @@ def memory_child(impl, steps):
 def memory(steps, with_torch):
     out = {}
     for impl in implementations(CONFIGS["A"], with_torch):
+        if impl in SAME_FORWARD:  # the same layer and memory
+            continue
         result = subprocess.run(
             [sys.executable, __file__, f"--memory_child={impl}",
              f"--memory_steps={steps}"], capture_output=True, text=True,
@@ -244,7 +274,7 @@ def ratio_table(results):
         lines.append(f"\nconfig {name}: B={c['B']} T={c['T']} D={c['D']} "
                      f"H={c['H']}   (median ms; x = speed-up over the best "
                      "keras.layers.LSTM)")
-        lines.append(f"  {'implementation':<14} {'train':>9} {'x':>6} "
+        lines.append(f"  {'implementation':<18} {'train':>9} {'x':>6} "
                      f"{'forward':>9} {'x':>6} {'train GF/s':>11} "
                      f"{'first call':>11}")
         best_train = min(r["train_ms"]["keras"], r["train_ms"]["keras_jit"])
@@ -252,15 +282,26 @@ def ratio_table(results):
         for impl in r["train_ms"]:
             tr, fw = r["train_ms"][impl], r["forward_ms"][impl]
             lines.append(
-                f"  {impl:<14} {tr:>9.2f} {best_train / tr:>6.2f} "
+                f"  {impl:<18} {tr:>9.2f} {best_train / tr:>6.2f} "
                 f"{fw:>9.2f} {best_fwd / fw:>6.2f} "
                 f"{r['train_gflops'][impl]:>11.1f} "
                 f"{r['first_call_s'][impl]:>10.2f}s")
-        if "torch" in r["train_ms"]:
-            ours = r["train_ms"]["lstm_ctl"]
+        ms, fw = r["train_ms"], r["forward_ms"]
+        if "torch" in ms:
             lines.append(
-                f"  lstm_ctl vs torch: train {r['train_ms']['torch'] / ours:.2f}x,"
-                f" forward {r['forward_ms']['torch'] / r['forward_ms']['lstm_ctl']:.2f}x")
+                "  lstm_ctl vs torch: train "
+                f"{ms['torch'] / ms['lstm_ctl']:.2f}x (training=True), "
+                f"{ms['torch'] / ms['lstm_ctl_as_called']:.2f}x (as called: "
+                "model(x) in the user's tape), forward "
+                f"{fw['torch'] / fw['lstm_ctl']:.2f}x")
+        lines.append(
+            "  as called / training=True, time: "
+            f"{ms['lstm_ctl_as_called'] / ms['lstm_ctl']:.2f} (1.00: no "
+            "penalty for leaving out training=)")
+    if "batched_step" in results:
+        from batched_step import step_table
+        lines += step_table(results["batched_step"],
+                            results["matmul_peak_gflops"])
     if "streaming_us" in results:
         lines.append("\nstreaming, one timestep at B=1 (median microseconds):")
         for k, v in results["streaming_us"].items():
@@ -282,8 +323,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no_torch", action="store_true")
+    parser.add_argument(
+        "--torch_threads", type=int, default=None,
+        help="torch's threads (default: one per core). On a machine shared "
+        "with other jobs, torch's OpenMP threads spin at their barriers: "
+        "measured alone there, an LSTMCell step at B=256 took 102 ms on 2 "
+        "threads and 1.3 ms on 1.")
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_streaming", action="store_true")
+    parser.add_argument("--skip_batched_step", action="store_true")
     parser.add_argument("--skip_precision", action="store_true")
     parser.add_argument("--memory_steps", type=int, default=2000)
     parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
@@ -293,11 +341,15 @@ def main():
     if args.memory_child:
         return memory_child(args.memory_child, args.memory_steps)
     with_torch = torch is not None and not args.no_torch
+    if with_torch and args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     results = {"machine": {"cpus": os.cpu_count(),
                            "processor": platform.processor(),
                            "tensorflow": tf.__version__,
                            "keras": keras.__version__,
-                           "torch": torch.__version__ if with_torch else None},
+                           "torch": torch.__version__ if with_torch else None,
+                           "torch_threads": (torch.get_num_threads()
+                                             if with_torch else None)},
                "matmul_peak_gflops": matmul_peak(), "configs": {}}
     for name in args.configs.split(","):
         print(f"config {name} ...", file=sys.stderr, flush=True)
@@ -308,6 +360,10 @@ def main():
         from precision import precision_ms
         results["precision_train_ms"] = precision_ms(
             args.configs.split(","), args.rounds, args.warmup)
+    if not args.skip_batched_step:
+        print("batched step ...", file=sys.stderr, flush=True)
+        from batched_step import batched_step
+        results["batched_step"] = batched_step(args.rounds, with_torch)
     if not args.skip_streaming:
         print("streaming ...", file=sys.stderr, flush=True)
         from streaming import streaming

@@ -1,6 +1,7 @@
 """Streaming latency: one timestep at B=1 with the state fed back, through
 `model.step` (with and without jit_compile), the exported SavedModel `step`
-signature, the TFLite flatbuffer, keras.layers.LSTMCell and (when torch is
+signature, the TFLite flatbuffer (run by LiteRT's interpreter, when
+ai-edge-litert is installed), keras.layers.LSTMCell and (when torch is
 importable) torch.nn.LSTMCell; part of `bench.py`.
 
     python benchmarks/streaming.py --rounds=10
@@ -11,7 +12,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -23,7 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 from bench import OUT_DIM, interleaved, torch  # noqa: E402
 from lstm_ctl import LSTMModel  # noqa: E402
-from lstm_ctl.serve import export
+from lstm_ctl.serve import export  # noqa: E402
+
+try:  # LiteRT: tf.lite.Interpreter is deprecated in TF 2.21
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # optional, like torch: the TFLite row is left out
+    Interpreter = None
 
 
 def streaming(rounds, with_torch, D=32, H=128):
@@ -59,20 +64,19 @@ def streaming(rounds, with_torch, D=32, H=128):
         served_state[0] = out
 
     fns["exported step signature"] = run_exported
-    tflite = export.export_tflite(export_dir, os.path.join(export_dir,
-                                                           "step.tflite"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runner = tf.lite.Interpreter(tflite).get_signature_runner("step")
-    x_np = x.numpy()
-    lite_state = [{k: v.numpy() for k, v in served_state[0].items()}]
+    if Interpreter is not None:
+        tflite = export.export_tflite(export_dir, os.path.join(
+            export_dir, "step.tflite"))
+        runner = Interpreter(tflite).get_signature_runner("step")
+        x_np = x.numpy()
+        lite_state = [{k: v.numpy() for k, v in served_state[0].items()}]
 
-    def run_tflite():
-        out = runner(x_t=x_np, **lite_state[0])
-        out.pop("y_t")
-        lite_state[0] = out
+        def run_tflite():
+            out = runner(x_t=x_np, **lite_state[0])
+            out.pop("y_t")
+            lite_state[0] = out
 
-    fns["TFLite step"] = run_tflite
+        fns["TFLite step (LiteRT)"] = run_tflite
     cell = keras.layers.LSTMCell(H)
     dense = keras.layers.Dense(OUT_DIM)
     keras_state = [[tf.zeros([1, H]), tf.zeros([1, H])]]

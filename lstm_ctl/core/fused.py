@@ -23,6 +23,12 @@ run in the compute dtype and the state does not drift.
 
 import tensorflow as tf
 
+try:  # TensorFlow's own test of whether a tape records an op
+    from tensorflow.python.eager import record
+except ImportError:  # moved: saves only with training=True, still exact
+    record = None
+
+from lstm_ctl.core import loop
 from lstm_ctl.core import shards
 from lstm_ctl.core.state import LSTMState
 
@@ -247,25 +253,71 @@ def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
     return (d_x, *weights, d_h0, d_c0, d_init_h, d_init_c)
 
 
+def _cell_step(x_t, kernel, recurrent_kernel, bias, h, c):
+    """One timestep of one layer: `x_t [B, D]`, state `[B, H]` -> `(h, c)`.
+
+    One matmul `[x_t, h] @ [kernel; recurrent_kernel]`: at B = 256 to 4,096
+    it took 10-20% less CPU time than the two matmuls (the one over D=32 is
+    a thin, slow one). The matmul runs in the compute dtype (`x_t`'s), the
+    gate math in the state's (`h`'s).
+    """
+    compute, dtype = x_t.dtype, h.dtype
+    joined = tf.concat([x_t, tf.cast(h, compute)], 1)  # [B, D + H]
+    z = tf.matmul(joined, tf.concat([kernel, recurrent_kernel], 0)) + bias
+    return loop.gates(tf.cast(z, dtype), c)  # z: [B, 4H]
+
+
+# `model.step`'s layer as one XLA program: the gate math fuses into the
+# matmul's output instead of a dozen passes over `[B, 4H]`. Measured in CPU
+# time per step (one layer, H=128, D=32, a shared 2-core machine), against
+# the same step op by op: B=256 2.3 vs 3.0 ms, 1,024 5.3 vs 7.3 ms, 4,096
+# 16.2 vs 18.9 ms. Traced once; XLA compiles once per batch size.
+cell_step = tf.function(_cell_step, **_JIT)
+
+
 def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
                    init=None, mask=None, recurrent_dropout_mask=None,
                    training=True):
     """One layer on `x [T, B, D]`: `(outputs [T, B, H], final LSTMState)`.
 
     Same contract as `loop.layer_sequence` (which takes the projection
-    instead of `x` and the kernels). `training=False` runs a loop that saves
-    nothing for the backward pass; if a gradient is asked for all the same,
-    it reruns the saving loop first. The batch is cut into shards that run
-    side by side, one per CPU core (`shards.run`).
+    instead of `x` and the kernels). The forward saves what the backward
+    needs (the gate activations and cell states) when a gradient can be
+    asked for: when a `tf.GradientTape` records any of its inputs (a
+    user's `model(x)` inside their tape, with or without `training=`), or
+    with `training=True`. Otherwise (`model(x)`, `predict`) it runs a loop
+    that saves nothing; if a gradient is asked for all the same (a tape
+    outside a `tf.function` traced without one), the backward reruns the
+    saving loop first. The batch is cut into shards that run side by side,
+    one per CPU core (`shards.run`).
     """
+    kernel, recurrent_kernel, bias = (
+        tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel, bias))
+    save = bool(training) or gradient_can_be_asked(
+        x, kernel, recurrent_kernel, bias, state.h, state.c,
+        *(() if init is None else init))
     return shards.run(_layer, x, state, reset, init, mask,
                       recurrent_dropout_mask, kernel=kernel,
                       recurrent_kernel=recurrent_kernel, bias=bias,
-                      training=training)
+                      save=save)
+
+
+def gradient_can_be_asked(*tensors):
+    """Whether a `tf.GradientTape` records an op on any of `tensors` now.
+
+    Decided once per layer, eagerly or when tracing the `tf.function` whose
+    graph holds the tape, so that every shard makes the same choice. A
+    `tf.function` keeps the choice of its trace: traced without a tape and
+    later called under one, its backward reruns the saving forward.
+    """
+    if record is None:  # tests/test_tape_forward.py would say so
+        return False
+    tensors = [tf.convert_to_tensor(t) for t in tensors if t is not None]
+    return bool(record.should_record_backprop(tensors))
 
 
 def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
-           recurrent_kernel, bias, training):
+           recurrent_kernel, bias, save):
     """`layer_sequence` on one shard: the compiled forward and, through
     `tf.custom_gradient`, the compiled backward."""
     has_init = reset is not None
@@ -282,7 +334,7 @@ def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
             for a in (x, kernel, recurrent_kernel, bias, h0, c0, ih, ic))
         args = (x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic,
                 mask, rdp)
-        if training:
+        if save:
             out, h, c, *saved = _forward_saving(*args)
         else:
             out, h, c = _forward_only(*args)
@@ -307,7 +359,6 @@ def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
         return (out, h, c), grad
 
     init_args = tuple(init) if has_init else ()
-    tensors = [tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel,
-                                                 bias)]
-    out, h, c = run(x, *tensors, state.h, state.c, *init_args)
+    out, h, c = run(x, kernel, recurrent_kernel, bias, state.h, state.c,
+                    *init_args)
     return out, LSTMState(h, c)

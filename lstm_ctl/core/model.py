@@ -28,6 +28,9 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
     `[B, T, output_dim]` (or `[B, T, units]`, the top layer's h, when
     `output_dim=None`) and `final_state` a tuple with one `LSTMState(h, c)`
     per layer. Any batch size and any length work in one compiled function.
+    Dropout only with `training=True`; inside a `tf.GradientTape`,
+    `model(x)` costs what `model(x, training=True)` costs (the fused layers
+    save what their backward needs whenever a tape records them).
 
     Args:
       units: size H of h and c in every layer.
@@ -291,10 +294,15 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
         inp, next_state = x_t, []
         for cell, layer_state in zip(self.cells, state):
             kernel, recurrent_kernel, bias = self._kernels(cell)
-            z = tf.cast(tf.matmul(inp, kernel) + bias, self.state_dtype)
-            z += tf.cast(tf.matmul(tf.cast(layer_state.h, self.compute_dtype),
-                                   recurrent_kernel), self.state_dtype)
-            h, c = loop.gates(z, layer_state.c)
+            if self.implementation == "fused":  # one XLA program per layer
+                h, c = fused.cell_step(inp, kernel, recurrent_kernel, bias,
+                                       layer_state.h, layer_state.c)
+            else:  # the reference: the same math op by op
+                z = tf.cast(tf.matmul(inp, kernel) + bias, self.state_dtype)
+                z += tf.cast(tf.matmul(
+                    tf.cast(layer_state.h, self.compute_dtype),
+                    recurrent_kernel), self.state_dtype)
+                h, c = loop.gates(z, layer_state.c)
             next_state.append(LSTMState(h, c))
             inp = tf.cast(h, self.compute_dtype)
         next_state = tuple(next_state)
