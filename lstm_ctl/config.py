@@ -222,3 +222,41 @@ def load(model_dir):
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} does not hold a lstm_ctl TrainConfig "
                          f"({e}).") from None
+
+
+# ---------------------------------------------------------------- serving
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """What serve.py's flags set (their defaults are these); not saved."""
+    model_dir: str = ""
+    checkpoint: str = "latest"
+    host: str = "127.0.0.1"
+    port: int = 8500
+    capacity: int = 10000
+    idle_timeout: float = 0.0        # seconds; 0: never evict
+    snapshot_dir: Optional[str] = None
+    snapshot_every: float = 60.0     # seconds; 0: only on SIGTERM
+    max_wait_ms: float = 2.0
+    auth_token_file: Optional[str] = None
+    max_body_bytes: int = 1 << 20
+    max_rows: int = 1000             # rows (timesteps) per step request
+
+
+def validate_serve(config):
+    def check(ok, message):
+        if not ok:
+            raise ValueError(message)
+    check(bool(config.model_dir), "--model_dir is required")
+    check(config.capacity >= 1, f"capacity must be >= 1; got "
+          f"{config.capacity}")
+    check(config.idle_timeout >= 0, "idle_timeout must be >= 0 seconds (0: "
+          f"never); got {config.idle_timeout}")
+    check(config.snapshot_every >= 0, "snapshot_every must be >= 0 seconds "
+          f"(0: only on SIGTERM); got {config.snapshot_every}")
+    check(config.max_wait_ms >= 0, f"max_wait_ms must be >= 0; got "
+          f"{config.max_wait_ms}")
+    check(0 <= config.port < 65536, f"port must be in [0, 65535]; got "
+          f"{config.port}")
+    check(config.max_rows >= 1, f"max_rows must be >= 1; got "
+          f"{config.max_rows}")
+    return config

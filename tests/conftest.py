@@ -25,18 +25,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0):
-    """A sine run dir as train.py leaves it (config.json, a checkpoint of
-    the model, optimizer and step in the model dir), with random weights and
-    a random learned initial state instead of training."""
+def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
+                  vocab=None):
+    """A run dir as train.py leaves it (config.json, a checkpoint of the
+    model, optimizer and step in the model dir), with random weights and a
+    random learned initial state instead of training: task sine, or text
+    over `vocab` (a vocab.json is written)."""
+    import json
     from lstm_ctl import config as config_lib
+    from lstm_ctl.data import tasks
     from lstm_ctl.data.units import served_task
     from lstm_ctl.run import builders, checkpoints
+    data = (config_lib.DataConfig(seq_len=5, batch_size=2) if vocab is None
+            else config_lib.DataConfig(task="text", text_file="t.txt",
+                                       seq_len=5, batch_size=2))
     config = config_lib.TrainConfig(
         model_dir=str(model_dir),
         model=config_lib.ModelConfig(units=units, num_layers=num_layers,
                                      initial_state_mode="learned"),
-        data=config_lib.DataConfig(seq_len=5, batch_size=2), seed=seed)
+        data=data, seed=seed)
+    os.makedirs(model_dir, exist_ok=True)
+    if vocab is not None:
+        with open(os.path.join(model_dir, tasks.VOCAB_FILE), "w") as f:
+            json.dump(list(vocab), f)
     model = builders.build_model(config, served_task(config, model_dir))
     rng = np.random.default_rng(seed)
     for v in model.weights:
@@ -65,6 +76,7 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def make_run_dir():
-    """`make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0)`: a
-    tiny sine run dir with random weights, in train.py's layout."""
+    """`make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
+    vocab=None)`: a tiny sine (or text) run dir with random weights, in
+    train.py's layout."""
     return _make_run_dir

@@ -16,6 +16,7 @@ from lstm_ctl.data import tasks
 from lstm_ctl.data.units import Units, UnitsError, served_task
 from lstm_ctl.serve import loading
 from lstm_ctl.serve.pool import PoolFullError, StatePool, UnknownStreamError
+from helpers import offline_many
 
 D, O, H, L = 3, 2, 8, 2
 
@@ -36,27 +37,6 @@ class FakeClock:
 
     def __call__(self):
         return self.now
-
-
-def offline_many(model, segments):
-    """Each `(state or None, rows [k, D])` through the model, all in one
-    call (padded to a few shapes, so that the compiled model is reused);
-    returns the `[k, O]` outputs of each."""
-    segments = [(s, np.asarray(r, np.float32)) for s, r in segments]
-    n = -(-len(segments) // 128) * 128
-    t = -(-max(len(r) for _, r in segments) // 32) * 32
-    x = np.zeros((n, t, model.input_dim), np.float32)
-    mask = np.zeros((n, t), bool)
-    init = [LSTMState(np.array(s.h), np.array(s.c))
-            for s in model.initial_state(n)]
-    for b, (state, rows) in enumerate(segments):
-        x[b, :len(rows)] = rows
-        mask[b, :len(rows)] = True
-        for layer, given in zip(init, state or ()):
-            layer.h[b], layer.c[b] = given.h, given.c
-    out, final = model(x, initial_state=tuple(init), mask=mask)
-    offline_many.final_state = final  # rows as the segments (masked: kept)
-    return [np.asarray(out[b, :len(r)]) for b, (_, r) in enumerate(segments)]
 
 
 def offline(model, rows, state=None):
