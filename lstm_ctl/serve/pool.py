@@ -5,10 +5,11 @@ A pool holds the state of up to `capacity` streams in fixed storage (one
 row is scratch space for padding rows), a map from stream id to row (slot),
 and a free list. `step(ids, inputs)` gathers the rows of the streams given,
 runs one compiled batched step for all of them, and scatters the new states
-back: the gather, the time loop and the scatter are one `tf.function` with
-an `input_signature` (`None` batch and time), so no batch size or number of
-rows retraces it, and the batch is padded up to a few bucket sizes so that
-the kernels see few distinct shapes.
+back: the gather, the step (or the time loop, for several rows) and the
+scatter are one `tf.function` with an `input_signature` (`None` batch and
+time), so no batch size or number of rows retraces it, and the batch is
+padded up to a few bucket sizes so that the kernels see few distinct
+shapes.
 
 A stream that sends k rows runs k steps in order; streams of different
 lengths share the batch (a stream with no row left at step t keeps its
@@ -108,16 +109,34 @@ class StatePool:
 
     # ------------------------------------------------------------ compiled
     def _make_run(self):
+        """Two compiled functions, each traced once: `one_row` (every
+        stream sends one row: one step, no loop) and `rows` (a loop over
+        the longest stream's rows, shorter streams masked)."""
         model, n = self.model, self.num_layers
         hs, cs = self._h, self._c
 
-        def run(slots, x, lengths, fresh):
-            self.trace_count += 1  # Python: counts traces, not calls
-            batch = tf.shape(x)[0]
+        def gather(slots, fresh, batch):
             state = tuple(LSTMState(tf.gather(h, slots), tf.gather(c, slots))
                           for h, c in zip(hs, cs))
-            state = state_lib.select_state(fresh, model.initial_state(batch),
-                                           state)
+            return state_lib.select_state(fresh, model.initial_state(batch),
+                                          state)
+
+        def scatter(slots, state):
+            # Padding rows all point at the scratch slot; every real stream
+            # has a slot of its own, so no two real rows collide.
+            for i, s in enumerate(state):
+                hs[i].scatter_update(tf.IndexedSlices(s.h, slots))
+                cs[i].scatter_update(tf.IndexedSlices(s.c, slots))
+
+        def one_row(slots, x, fresh):
+            self.trace_count += 1  # Python: counts traces, not calls
+            y, state = model.step(x, gather(slots, fresh, tf.shape(x)[0]))
+            scatter(slots, state)
+            return tf.cast(y, tf.float32)  # [B, O]
+
+        def rows(slots, x, lengths, fresh):
+            self.trace_count += 1
+            state = gather(slots, fresh, tf.shape(x)[0])
             steps = tf.shape(x)[1]
             x_tm = tf.transpose(x, [1, 0, 2])  # [T, B, D]
             outputs = tf.TensorArray(tf.float32, size=steps)
@@ -136,19 +155,17 @@ class StatePool:
             _, outputs, *flat = tf.while_loop(
                 lambda t, *_: t < steps, body,
                 (tf.constant(0), outputs, *flat))
-            # Padding rows all point at the scratch slot; every real stream
-            # has a slot of its own, so no two real rows collide.
-            for i in range(n):
-                hs[i].scatter_update(tf.IndexedSlices(flat[2 * i], slots))
-                cs[i].scatter_update(tf.IndexedSlices(flat[2 * i + 1],
-                                                      slots))
+            scatter(slots, tuple(LSTMState(flat[2 * i], flat[2 * i + 1])
+                                 for i in range(n)))
             return tf.transpose(outputs.stack(), [1, 0, 2])  # [B, T, O]
 
-        return tf.function(run, autograph=False, input_signature=[
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None, None, self.input_dim], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.bool)])
+        slots = tf.TensorSpec([None], tf.int32)
+        fresh = tf.TensorSpec([None], tf.bool)
+        self._one_row = tf.function(one_row, autograph=False, input_signature=[
+            slots, tf.TensorSpec([None, self.input_dim], tf.float32), fresh])
+        return tf.function(rows, autograph=False, input_signature=[
+            slots, tf.TensorSpec([None, None, self.input_dim], tf.float32),
+            tf.TensorSpec([None], tf.int32), fresh])
 
     # -------------------------------------------------------------- lookup
     def __len__(self):
@@ -264,8 +281,12 @@ class StatePool:
         slots = np.full(padded, self.scratch, np.int32)
         slots[:batch] = [self._slots[i] for i in ids]
         fresh = np.zeros(padded, bool)
-        fresh[:batch] = [i in new for i in ids]  # ids are few: list lookup ok
-        out = self._run(slots, x, lengths, fresh).numpy()
+        new = set(new)
+        fresh[:batch] = [i in new for i in ids]
+        if width == 1:
+            out = self._one_row(slots, x[:, 0], fresh).numpy()[:, None]
+        else:
+            out = self._run(slots, x, lengths, fresh).numpy()
         now = self.clock()
         live = slots[:batch]
         self._steps[live] += lengths[:batch]

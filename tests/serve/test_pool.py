@@ -94,7 +94,9 @@ def test_streams_equal_the_model_run_offline_in_one_call(model):
     for (_, _, got), want in zip(segments, offline_many(
             model, [(given, rows) for given, rows, _ in segments])):
         np.testing.assert_allclose(np.array(got), want, atol=1e-5)
-    assert pool.trace_count == 1  # every batch size and length: one trace
+    # Every batch size and length: one trace of the one-row step and one of
+    # the multi-row loop.
+    assert pool.trace_count == 2
 
 
 def test_one_row_per_stream_as_an_array_and_the_state_read_back(model):
