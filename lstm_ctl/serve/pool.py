@@ -333,10 +333,14 @@ class StatePool:
             out.append(LSTMState(*parts))
         return tuple(out)
 
-    def reset(self, stream_id, state=None):
+    def reset(self, stream_id, state=None, steps=0):
         """Sets the stream's state to the initial one, or to `state` (one
-        `(h [H], c [H])` per layer); its step count restarts at 0. An
-        unknown id joins (a full pool raises `PoolFullError`)."""
+        `(h [H], c [H])` per layer); its step count restarts at `steps` (0;
+        a stream moved from another pool keeps its count). An unknown id
+        joins (a full pool raises `PoolFullError`)."""
+        if isinstance(steps, bool) or not isinstance(
+                steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0; got {steps!r}.")
         if state is not None:
             state = self.check_state(state)
         if stream_id not in self._slots:
@@ -347,7 +351,7 @@ class StatePool:
             state = tuple(LSTMState(s.h[0], s.c[0])
                           for s in self.model.initial_state(1))
         self._write(slot, state)
-        self._steps[slot] = 0
+        self._steps[slot] = steps
         self._last[slot] = self.clock()
 
     def end(self, stream_id):

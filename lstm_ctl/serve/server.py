@@ -12,9 +12,11 @@ its turn too.
 
 Endpoints (see docs/serving.md):
   POST   /v1/streams/{id}/step    {"inputs": [[...], ...]}
-  POST   /v1/streams/{id}/reset   {} or {"state": [{"h": [...], "c": [...]}]}
+  POST   /v1/streams/{id}/reset   {} or {"state": [{"h": [...], "c": [...]}],
+                                   "steps": n}
   GET    /v1/streams/{id}/state
   DELETE /v1/streams/{id}
+  GET    /v1/streams              the ids held (for moving streams)
   GET    /v1/model   GET /healthz   GET /metrics
 """
 
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import time
+import uuid
 import numpy as np
 import prometheus_client as prom
 from aiohttp import web
@@ -36,6 +39,7 @@ from lstm_ctl.data.units import UnitsError
 from lstm_ctl.serve.pool import PoolFullError, StatePool, UnknownStreamError
 
 SNAPSHOT_FILE = "streams.npz"
+SERVER_HEADER = "X-Lstm-Ctl-Server"  # which server answered (moving streams)
 MAX_ID_LENGTH = 128
 RETRY_AFTER_SECONDS = 1
 
@@ -216,8 +220,9 @@ class Scheduler:
         pool = self.pool
         try:
             if op.kind == "reset":
-                pool.reset(op.stream, op.value)
-                return True, {"stream": op.stream, "steps": 0}
+                state, steps = op.value
+                pool.reset(op.stream, state, steps)
+                return True, {"stream": op.stream, "steps": steps}
             if op.kind == "state":
                 return True, {"stream": op.stream,
                               "state": state_json(pool.state(op.stream)),
@@ -334,6 +339,7 @@ class Server:
         if self.snapshot_path and os.path.exists(self.snapshot_path):
             self.restored = self.pool.restore(self.snapshot_path)
         self.metrics.streams_active.set(len(self.pool))
+        self.server_id = uuid.uuid4().hex[:12]
         self.scheduler = None
         self._tasks = []
         self.app = self._make_app()
@@ -352,12 +358,17 @@ class Server:
         r.add_post("/v1/streams/{id}/reset", self.reset)
         r.add_get("/v1/streams/{id}/state", self.state)
         r.add_delete("/v1/streams/{id}", self.delete)
+        r.add_get("/v1/streams", self.list_streams)
         r.add_get("/v1/model", self.model_info)
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics_text)
+        app.on_response_prepare.append(self._stamp)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
+
+    async def _stamp(self, request, response):
+        response.headers[SERVER_HEADER] = self.server_id
 
     async def _startup(self, app):
         self.scheduler = Scheduler(self.pool, self.units, self.metrics,
@@ -460,14 +471,23 @@ class Server:
     async def reset(self, request):
         sid = _stream_id(request)
         body = await _json_body(request, empty_ok=True)
-        state = body.get("state")
+        state, steps = body.get("state"), body.get("steps", 0)
         if state is not None:
             try:
                 state = self.pool.check_state(state)
             except ValueError as e:
                 raise RequestError(400, f"\"state\": {e}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or \
+                steps < 0:
+            raise RequestError(400, "\"steps\" must be an integer >= 0 "
+                                    f"(the count to continue from); got "
+                                    f"{steps!r}.")
         return web.json_response(
-            await self.scheduler.submit("reset", sid, state))
+            await self.scheduler.submit("reset", sid, (state, steps)))
+
+    async def list_streams(self, request):
+        ids = await self.scheduler.call(self.pool.ids)
+        return web.json_response({"streams": ids, "count": len(ids)})
 
     async def state(self, request):
         sid = _stream_id(request)
@@ -484,7 +504,7 @@ class Server:
             checkpoint=s.checkpoint, capacity=self.pool.capacity))
 
     async def healthz(self, request):
-        return web.json_response({"status": "ok",
+        return web.json_response({"status": "ok", "server": self.server_id,
                                   "streams": len(self.pool),
                                   "capacity": self.pool.capacity})
 

@@ -1,7 +1,9 @@
 """Two serve.py processes behind a real nginx with deploy/nginx.conf on
 loopback: streams spread over both servers, each stream stays on one, every
-stream's outputs equal the offline reference, and one server restarted from
-its snapshot continues its streams exactly."""
+stream's outputs equal the offline reference; one server restarted from
+its snapshot continues its streams exactly; a third server added (nginx
+reloaded, deploy/move_streams.py run) takes over its share of the streams,
+which continue exactly."""
 
 import asyncio
 import io
@@ -10,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import aiohttp
@@ -22,9 +25,14 @@ from lstm_ctl.train import trainer
 from helpers import offline_many
 from serve_process import ROOT, ServeProcess
 
+sys.path.insert(0, str(ROOT / "deploy"))
+import move_streams  # noqa: E402
+
+NGINX = shutil.which("nginx") or shutil.which(
+    "nginx", path="/usr/sbin:/usr/local/sbin")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("nginx") is None, reason=(
+    pytest.mark.skipif(NGINX is None, reason=(
         "nginx is not installed (apt-get install nginx; .ci/run installs "
         "it)")),
 ]
@@ -83,17 +91,17 @@ def test_two_servers_behind_nginx(tmp_path, free_port):
         data=DataConfig(seq_len=5, batch_size=2), train_steps=3,
         log_every=1, checkpoint_every=3), out=io.StringIO())
     model = loading.load(str(run_dir)).model
-    x = np.random.default_rng(0).uniform(-1, 1, (STREAMS, 12, 1))
+    x = np.random.default_rng(0).uniform(-1, 1, (STREAMS, 18, 1))
     want = offline_many(model, [(None, x[i]) for i in range(STREAMS)])
 
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     backends = [ServeProcess(run_dir, tmp_path / f"snap{k}", ports[k + 1])
                 for k in range(2)]
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     nginx = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c",
-         str(nginx_conf(ports[0], ports[1:], prefix)), "-g", "daemon off;"],
+        [NGINX, "-p", str(prefix), "-c",
+         str(nginx_conf(ports[0], ports[1:3], prefix)), "-g", "daemon off;"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{ports[0]}"
     try:
@@ -126,10 +134,28 @@ def test_two_servers_behind_nginx(tmp_path, free_port):
         assert backends[0].call("GET", "/healthz")["streams"] == held[0]
         got, steps = asyncio.run(step_all(url, x, 6, 12))
         for i in range(STREAMS):
-            np.testing.assert_allclose(got[i], want[i][6:], atol=1e-5)
+            np.testing.assert_allclose(got[i], want[i][6:12], atol=1e-5)
         assert steps == [12] * STREAMS
         assert [b.call("GET", "/healthz")["streams"]
                 for b in backends] == held
+
+        # A third server joins: nginx reloads with it, the streams that now
+        # hash to it move there, and every stream continues exactly.
+        backends.append(ServeProcess(run_dir, tmp_path / "snap2", ports[3]))
+        nginx_conf(ports[0], ports[1:], prefix)
+        nginx.send_signal(signal.SIGHUP)
+        time.sleep(2)  # the new workers take over
+        moved, kept = move_streams.move(url, [b.url for b in backends[:2]],
+                                        out=io.StringIO())
+        now = [b.call("GET", "/healthz")["streams"] for b in backends]
+        assert moved == now[2] and moved + kept == STREAMS, (moved, now)
+        assert sum(now) == STREAMS and min(now) >= STREAMS // 8, now
+        got, steps = asyncio.run(step_all(url, x, 12, 18))
+        for i in range(STREAMS):
+            np.testing.assert_allclose(got[i], want[i][12:], atol=1e-5)
+        assert steps == [18] * STREAMS
+        assert [b.call("GET", "/healthz")["streams"]
+                for b in backends] == now
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.communicate(timeout=30)

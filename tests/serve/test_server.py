@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lstm_ctl.config import ServeConfig
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.serve import loading
-from lstm_ctl.serve.server import Server
+from lstm_ctl.serve.server import SERVER_HEADER, Server
 from helpers import offline_many
 
 
@@ -221,6 +221,10 @@ BAD = [
      json.dumps({"state": [{"h": [0] * 8, "c": [0] * 8},
                            {"h": ["a"] * 8, "c": [0] * 8}]}),
      400, "state layer 1 h must be a vector of 8 numbers"),
+    ("POST", "/v1/streams/target/reset", '{"steps": -1}', 400,
+     "\"steps\" must be an integer >= 0"),
+    ("POST", "/v1/streams/target/reset", '{"steps": 1.5}', 400,
+     "\"steps\" must be an integer >= 0"),
     ("GET", "/v1/streams/nobody/state", None, 404, "no stream 'nobody'"),
     ("DELETE", "/v1/streams/nobody", None, 404, "no stream 'nobody'"),
     ("GET", "/v1/streams/target/step", None, 405, "method not allowed"),
@@ -348,6 +352,34 @@ def test_auth_needs_the_bearer_token(served, tmp_path):
     assert right == 200 and health == 200
 
 
+def test_what_moving_a_stream_needs_list_state_and_reset_with_steps(
+        served):
+    """A stream moved to another server: its state and step count set by
+    reset, it continues exactly; responses say which server answered."""
+    x = np.random.default_rng(4).uniform(-1, 1, (7, 1))
+
+    async def main():
+        async with serving(served) as (old, a), serving(served) as (new, b):
+            await post(a, "/v1/streams/m/step", {"inputs": x[:5].tolist()})
+            await post(a, "/v1/streams/other/step", {"inputs": [[0.1]]})
+            _, listed, _ = await get(a, "/v1/streams")
+            _, state, _ = await get(a, "/v1/streams/m/state")
+            moved = await post(b, "/v1/streams/m/reset", {
+                "state": state["state"], "steps": state["steps"]})
+            _, reply, headers = await post(b, "/v1/streams/m/step",
+                                           {"inputs": x[5:].tolist()})
+            return (listed, moved, reply, headers[SERVER_HEADER],
+                    old.server_id, new.server_id)
+
+    listed, moved, reply, answered_by, old_id, new_id = run(main())
+    assert sorted(listed["streams"]) == ["m", "other"]
+    assert moved[0] == 200 and moved[1]["steps"] == 5
+    assert moved[2][SERVER_HEADER] == answered_by == new_id != old_id
+    assert reply["steps"] == 7
+    want, = offline_many(served.model, [(None, x)])
+    np.testing.assert_allclose(reply["outputs"], want[5:], atol=1e-5)
+
+
 def test_metrics_and_health(served):
     async def main():
         async with serving(served) as (server, client):
@@ -356,7 +388,8 @@ def test_metrics_and_health(served):
                     (await get(client, "/healthz"))[1])
 
     text, health = run(main())
-    assert health == {"status": "ok", "streams": 1, "capacity": 10000}
+    assert health["status"] == "ok" and health["streams"] == 1
+    assert health["capacity"] == 10000
     for name in ("lstm_ctl_streams_active", "lstm_ctl_steps_total",
                  "lstm_ctl_batch_size_bucket", "lstm_ctl_step_seconds_bucket",
                  "lstm_ctl_evictions_total", "lstm_ctl_rejected_total"):
