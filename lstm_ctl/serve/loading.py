@@ -7,6 +7,7 @@ one.
 """
 
 import dataclasses
+import glob
 import os
 
 import tensorflow as tf
@@ -41,9 +42,13 @@ def resolve_checkpoint(model_dir, checkpoint="latest"):
                 "checkpoint was written for this run); use "
                 "--checkpoint=latest or a checkpoint path.")
         path = tf.train.latest_checkpoint(best)
-        if path is None:
-            raise FileNotFoundError(f"--checkpoint=best: {best} holds no "
-                                    "checkpoint index.")
+        if path is None:  # no index file: the newest checkpoint there
+            found = sorted(glob.glob(os.path.join(best, "*.index")),
+                           key=os.path.getmtime)
+            if not found:
+                raise FileNotFoundError(f"--checkpoint=best: {best} holds "
+                                        "no checkpoint.")
+            path = found[-1][:-len(".index")]
         return path
     return checkpoints.require_checkpoint(model_dir, checkpoint)
 

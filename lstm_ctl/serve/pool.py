@@ -25,6 +25,7 @@ run through the model in one call (to float32 rounding).
 import os
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -417,8 +418,9 @@ class StatePool:
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"snapshot {path} cannot be read: {e}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"snapshot {path} cannot be read ({e}); move "
+                             "it away to start with no streams.") from None
         if int(data.get("format", -1)) != SNAPSHOT_FORMAT:
             raise ValueError(f"snapshot {path} is not a StatePool snapshot "
                              f"of format {SNAPSHOT_FORMAT}.")
@@ -430,9 +432,9 @@ class StatePool:
                 f"has {self.num_layers} of {self.units}.")
         ids = [str(i) for i in data["ids"]]
         if len(ids) > self.capacity:
-            raise PoolFullError(
+            raise ValueError(
                 f"snapshot {path} holds {len(ids)} streams, more than the "
-                f"capacity {self.capacity}.")
+                f"capacity {self.capacity}; raise the capacity.")
         self._slots = {i: s for s, i in enumerate(ids)}
         self._free = list(range(self.capacity - 1, len(ids) - 1, -1))
         self._steps[:] = 0

@@ -30,13 +30,15 @@ import os
 import sys
 import time
 import uuid
+
 import numpy as np
 import prometheus_client as prom
 from aiohttp import web
 
 from lstm_ctl.config import validate_serve as validate
 from lstm_ctl.data.units import UnitsError
-from lstm_ctl.serve.pool import PoolFullError, StatePool, UnknownStreamError
+from lstm_ctl.serve.pool import (PoolFullError, StatePool,
+                                 UnknownStreamError)
 
 SNAPSHOT_FILE = "streams.npz"
 SERVER_HEADER = "X-Lstm-Ctl-Server"  # which server answered (moving streams)
@@ -288,7 +290,7 @@ def state_json(state):
 def _stream_id(request):
     sid = request.match_info["id"]
     if not sid or len(sid) > MAX_ID_LENGTH or not sid.isprintable() or \
-            any(ch.isspace() for ch in sid):
+            "/" in sid or any(ch.isspace() for ch in sid):
         raise RequestError(
             400, f"a stream id must be 1 to {MAX_ID_LENGTH} printable "
                  f"characters without spaces or '/'; got {sid[:40]!r}"
@@ -312,6 +314,8 @@ async def _json_body(request, empty_ok=False):
         value = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, f"the request body is not JSON: {e}.")
+    except RecursionError:
+        raise RequestError(400, "the request body nests too deeply.")
     if not isinstance(value, dict):
         raise RequestError(400, "the request body must be a JSON object; "
                                 f"got a {type(value).__name__}.")

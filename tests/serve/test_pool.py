@@ -228,6 +228,10 @@ def test_errors_say_what_is_wrong(model, tmp_path):
     path = pool.snapshot(str(tmp_path / "p.npz"))
     with pytest.raises(ValueError, match="1 of 4"):
         StatePool(small, capacity=2).restore(path)
+    with open(path, "r+b") as f:  # damaged
+        f.truncate(100)
+    with pytest.raises(ValueError, match="p.npz cannot be read"):
+        StatePool(model, capacity=2).restore(path)
 
 
 # ---------------------------------------------------------------- loading
@@ -248,6 +252,25 @@ def test_a_run_dir_loads_its_checkpoint_latest_best_or_path(
                            loading.load(run).model.cell_0.kernel)
     with pytest.raises(FileNotFoundError, match="ckpt-99.index"):
         loading.load(run, os.path.join(run, "ckpt-99"))
+    os.remove(os.path.join(run, "best", "checkpoint"))  # no index file
+    assert loading.load(run, "best").checkpoint == best.checkpoint
+
+
+def test_serving_never_imports_training_or_evaluation():
+    """serve -> run -> core, data -> config: no import of train or eval."""
+    import ast
+    import pathlib
+    root = pathlib.Path(loading.__file__).parents[1]
+    for path in [*(root / "serve").glob("*.py"), root / "data" / "units.py",
+                 root.parent / "serve.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names]
+                     if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [])
+            for name in names:
+                assert not name.startswith(("lstm_ctl.train",
+                                            "lstm_ctl.eval")), (path, name)
 
 
 def test_units_of_csv_and_text_runs(tmp_path):
