@@ -16,6 +16,9 @@ from lstm_ctl.data import tasks
 from lstm_ctl.data.readers import read_json
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class UnitsError(ValueError):
     """A request's rows are not in the served task's units; the message
     says what was expected."""
@@ -98,8 +101,7 @@ class Units:
             raise UnitsError(
                 "\"inputs\" must be a non-empty list of rows (one per "
                 f"timestep), each a list of {self.input_dim} number(s).")
-        out = np.empty([len(rows), self.input_dim], np.float64)
-        for t, row in enumerate(rows):
+        for t, row in enumerate(rows):  # plain Python: rows are short
             if not isinstance(row, list) or len(row) != self.input_dim:
                 got = (f"{len(row)} values" if isinstance(row, list)
                        else type(row).__name__)
@@ -113,12 +115,15 @@ class Units:
                 if not math.isfinite(v):
                     raise UnitsError(f"row {t}, feature {k} of \"inputs\" "
                                      "is NaN or infinity.")
-                out[t, k] = v
+                if abs(v) > FLOAT32_MAX:
+                    raise UnitsError(f"row {t}, feature {k} of \"inputs\" "
+                                     "is too large for float32.")
+        out = np.array(rows, np.float64)
         if self.task.norm is not None:
             out = (out - self._mean) / self._std
-        if not np.isfinite(out).all() or np.abs(out).max() > 1e30:
-            raise UnitsError("\"inputs\" holds a value too large for "
-                             "float32.")
+            if not (np.abs(out) <= FLOAT32_MAX).all():
+                raise UnitsError("\"inputs\" holds a value too large for "
+                                 "float32 once normalised.")
         return out.astype(np.float32)
 
     def _encode_text(self, rows):

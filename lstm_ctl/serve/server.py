@@ -274,10 +274,14 @@ class Scheduler:
         m.step_seconds.observe(seconds)
         m.batch_size.observe(len(admitted))
         m.steps.inc(sum(len(op.value) for op in admitted))
+        # Decoded for the whole batch at once, then split per stream.
+        rows = self.units.decode(np.concatenate(outputs))
+        start = 0
         for op, y in zip(admitted, outputs):
             results.append((op, (True, {
-                "stream": op.stream, "outputs": self.units.decode(y),
+                "stream": op.stream, "outputs": rows[start:start + len(y)],
                 "steps": pool.steps(op.stream)})))
+            start += len(y)
         return results
 
 

@@ -196,7 +196,7 @@ BAD = [
     ("POST", "/v1/streams/target/step", '{"inputs": [[1e400]]}', 400,
      "NaN or infinity"),
     ("POST", "/v1/streams/target/step", '{"inputs": [[1e39]]}', 400,
-     "too large for float32"),
+     "row 0, feature 0 of \"inputs\" is too large for float32"),
     ("POST", "/v1/streams/target/step", '{"inputs": [["1"]]}', 400,
      "not a number: '1'"),
     ("POST", "/v1/streams/target/step", '{"inputs": [[true]]}', 400,
