@@ -168,6 +168,15 @@ class StatePool:
             slots, tf.TensorSpec([None, None, self.input_dim], tf.float32),
             tf.TensorSpec([None], tf.int32), fresh])
 
+    def warmup(self):
+        """Traces both compiled functions on the scratch slot only (no
+        stream changes), so that the first requests do not wait for it."""
+        slots = np.full(1, self.scratch, np.int32)
+        fresh = np.ones(1, bool)
+        self._one_row(slots, np.zeros([1, self.input_dim], np.float32), fresh)
+        self._run(slots, np.zeros([1, 2, self.input_dim], np.float32),
+                  np.full(1, 2, np.int32), fresh)
+
     # -------------------------------------------------------------- lookup
     def __len__(self):
         return len(self._slots)

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import gc
 import hmac
 import json
 import os
@@ -102,6 +103,11 @@ class Metrics:
         self.in_flight = prom.Gauge(
             "lstm_ctl_requests_in_flight", "Stream requests received and "
             "not yet answered.", registry=r)
+        self.request_seconds = prom.Histogram(
+            "lstm_ctl_request_seconds", "Seconds from a stream request's "
+            "arrival to its answer.", registry=r,
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                     2.5, 5, 10))
         self.snapshots = prom.Counter(
             "lstm_ctl_snapshots", "Snapshots of the pool written.",
             registry=r)
@@ -424,6 +430,7 @@ class Server:
         counted = request.path.startswith("/v1/streams/")
         if counted:
             self.metrics.in_flight.inc()
+            start = time.perf_counter()
         try:
             return await handler(request)
         except RequestError as e:
@@ -446,6 +453,8 @@ class Server:
         finally:
             if counted:
                 self.metrics.in_flight.dec()
+                self.metrics.request_seconds.observe(
+                    time.perf_counter() - start)
 
     @web.middleware
     async def _auth(self, request, handler):
@@ -551,4 +560,10 @@ def serve(config, out=sys.stdout):
     validate(config)
     served = loading.load(config.model_dir, config.checkpoint)
     server = Server(served, config)
+    server.pool.warmup()
+    # Everything loaded so far (TensorFlow's objects above all) stays out
+    # of the garbage collector's full passes, which would otherwise stall
+    # requests for tens of milliseconds now and then.
+    gc.collect()
+    gc.freeze()
     asyncio.run(_serve(server, config, out))

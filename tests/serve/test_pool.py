@@ -114,6 +114,8 @@ def test_one_row_per_stream_as_an_array_and_the_state_read_back(model):
 
 def test_a_new_stream_starts_from_the_learned_initial_state(model):
     pool = StatePool(model, capacity=2)
+    pool.warmup()  # traces both functions on the scratch row only
+    assert pool.trace_count == 2 and len(pool) == 0
     pool.reset("a")
     for got, want in zip(pool.state("a"), model.initial_state(1)):
         assert np.abs(want.h).max() > 0.1  # learned, not zeros
