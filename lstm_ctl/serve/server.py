@@ -121,7 +121,7 @@ class Metrics:
 class _Op:
     kind: str          # "step", "reset", "state", "end"
     stream: str
-    value: object      # step: [k, D] inputs; reset: a state or None
+    value: object      # step: [k, D] inputs; reset: (state or None, steps)
     future: asyncio.Future
 
 
@@ -175,7 +175,10 @@ class Scheduler:
                     await self._gather_more()
                 continue
             controls, steps = self._take()
-            results = await self.call(self._execute, controls, steps)
+            try:
+                results = await self.call(self._execute, controls, steps)
+            except Exception as e:  # a bug: fail these requests, go on
+                results = [(op, (False, e)) for op in controls + steps]
             for op, (ok, value) in results:
                 if op.future.done():  # the client went away
                     continue
