@@ -34,7 +34,6 @@ from lstm_ctl.core import state as state_lib
 from lstm_ctl.core.state import LSTMState
 
 SNAPSHOT_FORMAT = 1
-DEFAULT_BUCKETS = (1, 4, 16, 64, 256, 1024)
 
 
 class PoolFullError(RuntimeError):
@@ -49,8 +48,11 @@ class UnknownStreamError(LookupError):
 
 
 def _buckets(capacity, buckets):
-    sizes = sorted({int(b) for b in (buckets or DEFAULT_BUCKETS)
-                    if 0 < int(b) < capacity})
+    """The batch sizes a step is padded up to: `buckets` (default: the
+    powers of two, so padding at most doubles a batch), then `capacity`."""
+    if buckets is None:
+        buckets = [2 ** k for k in range(int(capacity).bit_length())]
+    sizes = sorted({int(b) for b in buckets if 0 < int(b) < capacity})
     return tuple(sizes) + (int(capacity),)
 
 
@@ -60,8 +62,8 @@ class StatePool:
     Args:
       model: a built, non-stateful `LSTMModel`.
       capacity: how many streams the pool holds at once.
-      buckets: batch sizes a step is padded up to (the capacity is always
-        the last one).
+      buckets: batch sizes a step is padded up to (default: powers of two;
+        the capacity is always the last one).
       idle_timeout: seconds without a step after which `evict_idle` frees a
         stream (None: never).
       on_evict: called as `on_evict(stream_id, state, steps)` before an idle
@@ -106,7 +108,7 @@ class StatePool:
         self._steps = np.zeros(self.capacity, np.int64)
         self._last = np.zeros(self.capacity, np.float64)
         self.trace_count = 0
-        self._run = self._make_run()
+        self._one_row, self._run = self._make_run()
 
     # ------------------------------------------------------------ compiled
     def _make_run(self):
@@ -162,11 +164,14 @@ class StatePool:
 
         slots = tf.TensorSpec([None], tf.int32)
         fresh = tf.TensorSpec([None], tf.bool)
-        self._one_row = tf.function(one_row, autograph=False, input_signature=[
-            slots, tf.TensorSpec([None, self.input_dim], tf.float32), fresh])
-        return tf.function(rows, autograph=False, input_signature=[
-            slots, tf.TensorSpec([None, None, self.input_dim], tf.float32),
-            tf.TensorSpec([None], tf.int32), fresh])
+        return (
+            tf.function(one_row, autograph=False, input_signature=[
+                slots, tf.TensorSpec([None, self.input_dim], tf.float32),
+                fresh]),
+            tf.function(rows, autograph=False, input_signature=[
+                slots, tf.TensorSpec([None, None, self.input_dim],
+                                     tf.float32),
+                tf.TensorSpec([None], tf.int32), fresh]))
 
     def warmup(self):
         """Traces both compiled functions on the scratch slot only (no

@@ -112,6 +112,15 @@ def test_one_row_per_stream_as_an_array_and_the_state_read_back(model):
         np.testing.assert_allclose(got.c, want.c[0], atol=1e-5)
 
 
+def test_batches_are_padded_to_a_few_bucket_sizes(model):
+    assert StatePool(model, capacity=1000).buckets == (
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
+    pool = StatePool(model, capacity=12, buckets=(2, 8, 50))
+    assert pool.buckets == (2, 8, 12)
+    assert [pool._bucket(b) for b in (1, 2, 3, 8, 9, 12)] == [
+        2, 2, 8, 8, 12, 12]
+
+
 def test_a_new_stream_starts_from_the_learned_initial_state(model):
     pool = StatePool(model, capacity=2)
     pool.warmup()  # traces both functions on the scratch row only
