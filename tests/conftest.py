@@ -10,3 +10,74 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+import socket  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
+                  vocab=None):
+    """A run dir as train.py leaves it (config.json, a checkpoint of the
+    model, optimizer and step in the model dir), with random weights and a
+    random learned initial state instead of training: task sine, or text
+    over `vocab` (a vocab.json is written)."""
+    import json
+    from lstm_ctl import config as config_lib
+    from lstm_ctl.data import tasks
+    from lstm_ctl.data.units import served_task
+    from lstm_ctl.run import builders, checkpoints
+    data = (config_lib.DataConfig(seq_len=5, batch_size=2, seed=seed)
+            if vocab is None
+            else config_lib.DataConfig(task="text", text_file="t.txt",
+                                       seq_len=5, batch_size=2, seed=seed))
+    config = config_lib.TrainConfig(
+        model_dir=str(model_dir),
+        model=config_lib.ModelConfig(units=units, num_layers=num_layers,
+                                     initial_state_mode="learned"),
+        data=data)
+    os.makedirs(model_dir, exist_ok=True)
+    if vocab is not None:
+        with open(os.path.join(model_dir, tasks.VOCAB_FILE), "w") as f:
+            json.dump(list(vocab), f)
+    model = builders.build_model(config, served_task(config, model_dir))
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        v.assign(0.5 * rng.standard_normal(v.shape).astype(np.float32))
+    optimizer = builders.build_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    config_lib.save(config, str(model_dir))
+    checkpoints.Checkpoints(
+        str(model_dir), 3, model=model, optimizer=optimizer,
+        step=tf.Variable(step, dtype=tf.int64)).save(step)
+    return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def serve_run_dir(tmp_path_factory):
+    """One tiny sine run dir (2 layers of 8 units) shared by the serving
+    tests."""
+    return _make_run_dir(tmp_path_factory.mktemp("serve") / "run")
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function that returns a free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def make_run_dir():
+    """`make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
+    vocab=None)`: a tiny sine (or text) run dir with random weights, in
+    train.py's layout."""
+    return _make_run_dir

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 from tensorboard.util import tensor_util
 
+from lstm_ctl.core.state import LSTMState
 from lstm_ctl.train import trainer
 
 
@@ -125,3 +126,22 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+def offline_many(model, segments):
+    """Each `(state or None, rows [k, D])` through the model, all in one
+    call (padded to a few shapes, so that the compiled model is reused);
+    returns the `[k, O]` outputs of each."""
+    segments = [(s, np.asarray(r, np.float32)) for s, r in segments]
+    n = -(-len(segments) // 128) * 128
+    t = -(-max(len(r) for _, r in segments) // 32) * 32
+    x = np.zeros((n, t, model.input_dim), np.float32)
+    mask = np.zeros((n, t), bool)
+    init = [LSTMState(np.array(s.h), np.array(s.c))
+            for s in model.initial_state(n)]
+    for b, (state, rows) in enumerate(segments):
+        x[b, :len(rows)] = rows
+        mask[b, :len(rows)] = True
+        for layer, given in zip(init, state or ()):
+            layer.h[b], layer.c[b] = given.h, given.c
+    out, final = model(x, initial_state=tuple(init), mask=mask)
+    offline_many.final_state = final  # rows as the segments (masked: kept)
+    return [np.asarray(out[b, :len(r)]) for b, (_, r) in enumerate(segments)]

@@ -1,0 +1,80 @@
+"""serve.py in a process of its own, for the end-to-end serving tests."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from lstm_ctl.core.state import LSTMState
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def metric_samples(text):
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples}
+
+
+def as_state(state_json):
+    return tuple(LSTMState(np.array(s["h"], np.float32),
+                           np.array(s["c"], np.float32))
+                 for s in state_json)
+
+
+class ServeProcess:
+    """serve.py in a process of its own, on a free port."""
+
+    def __init__(self, run_dir, snapshot_dir, port, *flags):
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "serve.py"), f"--model_dir={run_dir}",
+             f"--port={port}", f"--snapshot_dir={snapshot_dir}",
+             "--max_wait_ms=1", *flags],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                     PYTHONPATH=str(ROOT)), text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read()
+            try:
+                self.call("GET", "/healthz")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        self.proc.kill()
+        raise AssertionError("serve.py did not start within 90 s")
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data,
+                                         method=method)
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.loads(r.read())
+
+    def step(self, sid, rows):
+        return self.call("POST", f"/v1/streams/{sid}/step",
+                         {"inputs": np.asarray(rows).tolist()})
+
+    def metric(self, name):
+        with urllib.request.urlopen(self.url + "/metrics", timeout=30) as r:
+            return metric_samples(r.read().decode())[(name, ())]
+
+    def snapshots(self):
+        return self.metric("lstm_ctl_snapshots_total")
+
+    def stop(self, sig):
+        self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        return self.proc.returncode, out
