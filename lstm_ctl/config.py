@@ -148,7 +148,8 @@ class TrainConfig:
         return self.data.seed
 
 
-# Rules between settings: (applies, holds, message). Each names the flags.
+# Rules between settings: (applies, holds, message or message(config)).
+# Each names the flags.
 RULES = (
     (lambda c: True,
      lambda c: c.burn_in == 0 or c.state_mode != "carry",
@@ -163,7 +164,8 @@ RULES = (
      "--cpu_replicas needs --strategy=mirrored"),
     (lambda c: c.strategy == "mirrored" and c.cpu_replicas > 0,
      lambda c: c.data.batch_size % c.cpu_replicas == 0,
-     "--batch_size (the global batch) must be divisible by --cpu_replicas"),
+     lambda c: f"--batch_size={c.data.batch_size} (the global batch) is not "
+     f"divisible by the {c.cpu_replicas} replicas (--cpu_replicas)"),
     (lambda c: c.data.task == "text",
      lambda c: bool(c.data.text_file),
      "--task=text needs --text_file=PATH (a UTF-8 text file)"),
@@ -247,7 +249,7 @@ def problems(config):
     found += _csv_column_problems(d)
     for applies, holds, message in RULES:
         if applies(config) and not holds(config):
-            found.append(message)
+            found.append(message(config) if callable(message) else message)
     return found
 
 

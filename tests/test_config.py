@@ -4,7 +4,6 @@ run directory written before the current layout still resumes and
 evaluates."""
 
 import dataclasses
-import io
 import json
 import shutil
 import subprocess

@@ -28,7 +28,8 @@ def train(*args, timeout=None):
     (["--learning_rate=0"], "--learning_rate must be > 0"),
     (["--cpu_replicas=2"], "--cpu_replicas needs --strategy=mirrored"),
     (["--strategy=mirrored", "--cpu_replicas=3", "--batch_size=8"],
-     "--batch_size (the global batch) must be divisible by --cpu_replicas"),
+     "--batch_size=8 (the global batch) is not divisible by the 3 "
+     "replicas"),
 ])
 def test_bad_flags_stop_before_any_work(tmp_path, args, message):
     model_dir = tmp_path / "never"
