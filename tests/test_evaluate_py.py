@@ -119,3 +119,23 @@ def test_evaluate_exit_codes(text_run, args, message):
     assert result.returncode == 1, result.stderr
     assert message.format(dir=text_run) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_all_skips_a_checkpoint_that_cannot_be_read(text_run, tmp_path):
+    # What evaluate.py --watch and --all meet when max_to_keep deletes or a
+    # crash cuts a listed checkpoint: a warning, and the others evaluated.
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(text_run, run_dir)
+    data = run_dir / "ckpt-5.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 2])
+    out = tmp_path / "rows.json"
+    result = run("evaluate.py", f"--model_dir={run_dir}", "--all",
+                 "--state_mode=carry", "--eval_steps=2",
+                 f"--output_json={out}")
+    assert result.returncode == 0, result.stderr
+    assert (f"Warning: skipped: checkpoint {run_dir}/ckpt-5 cannot be read"
+            in result.stderr)
+    rows = json.loads(out.read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert [r["step"] for r in rows if r["state_mode"] == "carry"] == [4, 6]

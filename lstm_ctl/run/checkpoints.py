@@ -116,7 +116,7 @@ class Checkpoints:
 
     def restore(self, path):
         """Restores every object; an object missing from `path` is an error."""
-        status = self.checkpoint.restore(path)
+        status = _read(self.checkpoint, path)
         status.assert_existing_objects_matched()
         status.expect_partial()  # the save counter is created on saving
         return status
@@ -124,7 +124,18 @@ class Checkpoints:
 
 def restore_model(model, path):
     """Restores only the model from a training checkpoint (evaluation)."""
-    status = tf.train.Checkpoint(model=model).restore(path)
+    status = _read(tf.train.Checkpoint(model=model), path)
     status.expect_partial()
     status.assert_existing_objects_matched()
     return status
+
+
+def _read(checkpoint, path):
+    """`checkpoint.restore(path)`, where a data file cut short (TensorFlow
+    raises a bare IndexError, "Read less bytes than requested") is a
+    DataLossError like every other unreadable checkpoint."""
+    try:
+        return checkpoint.restore(path)
+    except IndexError as e:
+        raise tf.errors.DataLossError(
+            None, None, f"{path}: a data file is cut short ({e})") from None
