@@ -87,6 +87,14 @@ flags.DEFINE_integer("checkpoint_every", _T.checkpoint_every,
                      "Steps between checkpoints.", lower_bound=1)
 flags.DEFINE_integer("max_to_keep", _T.max_to_keep,
                      "Checkpoints to keep.", lower_bound=1)
+flags.DEFINE_integer("eval_every", None,
+                     "Steps between validations (held-out carry, reset and "
+                     "naive scores; the best checkpoint goes to "
+                     "<model_dir>/best). Default: --checkpoint_every; 0: "
+                     "off.", lower_bound=0)
+flags.DEFINE_integer("early_stopping", _T.early_stopping,
+                     "Stop after N validations without a lower held-out "
+                     "carry loss (0: never).", lower_bound=0)
 flags.DEFINE_string("text_file", None, "--task=text: a UTF-8 text file, a "
                     "directory or a glob; each file is one stream.")
 flags.DEFINE_string("csv_file", None, "--task=csv: a CSV file with a header "
@@ -158,18 +166,25 @@ def config_from_flags():
         skip_nonfinite=FLAGS.skip_nonfinite, seed=FLAGS.seed,
         log_every=FLAGS.log_every, hist_every=FLAGS.hist_every,
         checkpoint_every=FLAGS.checkpoint_every,
-        max_to_keep=FLAGS.max_to_keep)
+        max_to_keep=FLAGS.max_to_keep, eval_every=FLAGS.eval_every,
+        early_stopping=FLAGS.early_stopping)
+
+
+def _fail(message):
+    """One line on stderr, exit code 1 (no help text)."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        _fail(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     config = config_from_flags()
     try:
         config_lib.validate(config)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        _fail(e)
     from lstm_ctl.run import checkpoints  # imports TensorFlow
     from lstm_ctl.train import trainer
     try:

@@ -69,6 +69,11 @@ class TrainConfig:
     hist_every: int = 500
     checkpoint_every: int = 500
     max_to_keep: int = 10
+    # Validation: score the hold-out every N steps (None: checkpoint_every;
+    # 0: never), keep the best checkpoint in <model_dir>/best; stop after
+    # `early_stopping` evaluations without improvement (0: never).
+    eval_every: Optional[int] = None
+    early_stopping: int = 0
 
 
 def validate(config: TrainConfig):
@@ -128,11 +133,95 @@ def validate(config: TrainConfig):
     for name in ("log_every", "hist_every", "checkpoint_every", "max_to_keep"):
         value = getattr(config, name)
         check(value >= 1, f"{name} must be >= 1; got {value}")
+    check(config.eval_every is None or config.eval_every >= 0,
+          f"eval_every must be >= 0 (0 turns validation off); got "
+          f"{config.eval_every}")
+    check(config.early_stopping >= 0,
+          f"early_stopping must be >= 0 (0: never); got "
+          f"{config.early_stopping}")
+    check(not config.early_stopping or eval_every(config) > 0,
+          "early_stopping needs validation: eval_every must not be 0")
     return config
 
 
+def eval_every(config):
+    """Steps between validations: eval_every, by default checkpoint_every
+    (0: no validation)."""
+    return (config.checkpoint_every if config.eval_every is None
+            else config.eval_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What evaluate.py is asked to do (the run itself comes from
+    `<model_dir>/config.json`)."""
+    model_dir: Optional[str] = None
+    checkpoint: Optional[str] = None      # a path, "best" or "latest"
+    all: bool = False
+    watch: bool = False
+    watch_timeout: float = 600.0
+    state_mode: str = "both"
+    # "history", "none" or a number of rows N (the last N history rows);
+    # None: the task's default.
+    warmup: Optional[str] = None
+    eval_steps: int = 0
+    predictions_csv: Optional[str] = None
+    forecast: int = 0
+    forecast_csv: Optional[str] = None
+    plot: Optional[str] = None
+    output_json: Optional[str] = None
+    sample: int = 0
+    prime: str = "\n"
+    temperature: float = 1.0
+    seed: Optional[int] = None           # --sample's seed (None: the run's)
+    export_dir: Optional[str] = None
+    csv_file: Optional[str] = None       # evaluate on another file
+    text_file: Optional[str] = None
+
+
+def eval_problems(e: EvalConfig):
+    """Every problem of an EvalConfig on its own, as one list of messages
+    (empty when it is fine); checks that need no file."""
+    out = []
+    if not e.model_dir:
+        out.append("--model_dir is required")
+    if sum([bool(e.all), bool(e.watch), bool(e.checkpoint)]) > 1:
+        out.append("--all, --watch and --checkpoint exclude each other")
+    if e.state_mode not in EVAL_MODES:
+        out.append(f"--state_mode must be one of {EVAL_MODES}; got "
+                   f"{e.state_mode!r}")
+    if e.warmup is not None and e.warmup not in ("history", "none"):
+        if not (str(e.warmup).isdigit() and int(e.warmup) >= 1):
+            out.append(f"--warmup must be history, none or a number of "
+                       f"rows >= 1; got {e.warmup!r}")
+    for name in ("eval_steps", "forecast", "sample"):
+        if getattr(e, name) < 0:
+            out.append(f"--{name} must be >= 0; got {getattr(e, name)}")
+    if e.watch_timeout < 0:
+        out.append(f"--watch_timeout must be >= 0; got {e.watch_timeout}")
+    if e.forecast_csv and e.forecast <= 0:
+        out.append("--forecast_csv needs --forecast=H (the number of steps, "
+                   "> 0)")
+    if not e.temperature > 0:
+        out.append(f"--temperature must be > 0; got {e.temperature}")
+    if e.sample and not e.prime:
+        out.append("--prime must hold at least one character")
+    if e.csv_file and e.text_file:
+        out.append("--csv_file and --text_file exclude each other")
+    for name in ("predictions_csv", "forecast_csv", "plot", "output_json"):
+        path = getattr(e, name)
+        if path and os.path.isdir(path):
+            out.append(f"--{name}={path} is a directory; it takes a file "
+                       "path")
+    return out
+
+
 def _check_csv_columns(d, check):
-    csv_only = dict(input_columns=d.input_columns, time_column=d.time_column,
+    check(d.task == "text" or not d.text_file,
+          f"text_file is for task=text; got text_file={d.text_file!r} with "
+          f"task={d.task!r}")
+    csv_only = dict(csv_file=d.csv_file, target_columns=d.target_columns,
+                    input_columns=d.input_columns, time_column=d.time_column,
                     id_column=d.id_column)
     for name, value in csv_only.items():
         check(d.task == "csv" or not value,
@@ -188,6 +277,36 @@ def with_saved_input_columns(config):
     if saved.task != "csv" or not saved.input_columns:
         return config
     return with_input_columns(config, saved.input_columns)
+
+
+def with_absolute_paths(config):
+    """`config` with its data paths absolute (globs too), so that config.json
+    works from any directory."""
+    d = config.data
+    paths = {k: os.path.abspath(getattr(d, k)) for k in ("text_file",
+                                                         "csv_file")
+             if getattr(d, k)}
+    if not paths:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(d, **paths))
+
+
+def changed_settings(old, new, keys):
+    """`["data.batch_size: 4 -> 8", ...]`: each setting under `keys` whose
+    value differs between the dicts `old` and `new` (nested dicts by their
+    leaves)."""
+    out = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            out.append(f"{prefix}: {a!r} -> {b!r}")
+
+    for key in keys:
+        walk(old.get(key), new.get(key), key)
+    return out
 
 
 def config_path(model_dir):
