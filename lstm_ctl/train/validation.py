@@ -130,7 +130,8 @@ class Validation:
         c, r, n = (last[k]["loss"] for k in holdout.SCORED_MODES)
         ratio = n / max(c, 1e-12)
         than = (f"{ratio:.1f}x lower" if ratio >= 1 else
-                f"{1 / ratio:.1f}x higher: not better than the baseline")
+                f"{c / max(n, 1e-12):.1f}x higher: not better than the "
+                "baseline")
         return (f"held-out carry loss {c:.5f} at step {last['step']} vs "
                 f"naive {self.task.baseline_name} baseline {n:.5f} ({than}; "
                 f"reset {r:.5f})")
