@@ -48,8 +48,8 @@ class Progress:
             f"step {step}/{self.total}  loss {mean['loss']:.5f}  "
             f"{self.metric} {mean[self.metric]:.4f}  |  "
             f"{steps_per_sec:.1f} steps/s  {mean['examples_per_sec']:.0f} "
-            f"ex/s  |  left {clock(left)}{self.label}"
-            + (f"  |  {self.note}" if self.note else ""))
+            f"ex/s  |  left {clock(left)}"
+            + (f"  |  {self.note}" if self.note else "") + self.label)
         self.window, self.window_start = [], now
 
     @property
