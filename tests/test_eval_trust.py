@@ -239,3 +239,32 @@ def test_one_point_per_checkpoint_and_setting_in_tensorboard(csv_run):
     last20 = scalars(run, "loss", run="eval/last20/carry")
     assert list(last20) == [20]
     assert last20[20] != pytest.approx(got[20], rel=1e-6)
+
+
+def test_sample_seed_and_prime_checked_first(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abc abd abe " * 60)
+    config = TrainConfig(model_dir=str(tmp_path / "text"),
+                         model=ModelConfig(units=8),
+                         data=DataConfig(task="text", text_file=str(text),
+                                         seq_len=5, batch_size=2),
+                         train_steps=2, log_every=1, eval_every=0)
+    trainer.train(config, out=io.StringIO())
+    run = config.model_dir
+
+    def sample(*args):
+        code, out, err = evaluate_main(f"--model_dir={run}", "--sample=40",
+                                       "--prime=ab", "--state_mode=carry",
+                                       *args)
+        assert code == 0, err
+        return out.split("at temperature 1.0:\n")[1]
+
+    code, out, err = evaluate_main(f"--model_dir={run}", "--sample=5",
+                                   "--prime=zz")
+    assert code == 1 and out == ""
+    assert ("--prime has characters that are not in the model's "
+            "vocabulary: ['z']") in err
+    assert not os.path.exists(os.path.join(run, "eval"))  # nothing ran
+    assert sample("--seed=1") == sample("--seed=1")
+    assert sample("--seed=1") != sample("--seed=2")
+    assert sample() == sample(f"--seed={config.seed}")   # the run's seed
