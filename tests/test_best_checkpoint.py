@@ -2,7 +2,6 @@
 checkpoint kept apart from the latest ones (max_to_keep never deletes it),
 early stopping, and what a resumed or finished run does with them."""
 
-import dataclasses
 import io
 import json
 import os

@@ -4,11 +4,9 @@ that move (config.json's absolute paths, another file with the same
 columns), flags checked before any evaluation, one TensorBoard point per
 checkpoint and setting."""
 
-import dataclasses
 import io
 import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -16,7 +14,6 @@ import pytest
 import evaluate
 from helpers import scalars
 from lstm_ctl import config as config_lib
-from lstm_ctl.data import tasks as data
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.run import checkpoints, holdout
 from lstm_ctl.train import trainer
@@ -198,8 +195,8 @@ def test_flags_are_checked_before_any_evaluation(csv_run, tmp_path):
     for args, message in [
             (["--sample=5"], "--sample generates text; this run's task is "
                              "'csv'"),
-            (["--checkpoint=best", "--all"], "--all, --watch and "
-                                             "--checkpoint exclude each other"),
+            (["--checkpoint=best", "--all"],
+             "--all, --watch and --checkpoint exclude each other"),
             (["--warmup=abc", "--temperature=0"],
              "--warmup must be history, none or a number of rows >= 1; got "
              "'abc'; --temperature must be > 0"),

@@ -126,8 +126,9 @@ class Evaluator:
         max_steps = eval_steps * self.config.data.seq_len
         if state_mode == "naive":
             if self.warmup != "none":
-                return self.forecaster.score(self.series, holdout.naive_outputs(
-                    self.task, self.series, max_steps), max_steps)
+                naive = holdout.naive_outputs(self.task, self.series,
+                                              max_steps)
+                return self.forecaster.score(self.series, naive, max_steps)
             return self._naive_lanes(max_steps)
         if self.warmup != "none":
             carry, reset, _ = predictions or self.predictions(eval_steps)
