@@ -220,9 +220,9 @@ def _check_csv_columns(d, check):
     check(d.task == "text" or not d.text_file,
           f"text_file is for task=text; got text_file={d.text_file!r} with "
           f"task={d.task!r}")
-    csv_only = dict(csv_file=d.csv_file, target_columns=d.target_columns,
-                    input_columns=d.input_columns, time_column=d.time_column,
-                    id_column=d.id_column)
+    csv_only = dict(input_columns=d.input_columns, time_column=d.time_column,
+                    id_column=d.id_column, csv_file=d.csv_file,
+                    target_columns=d.target_columns)
     for name, value in csv_only.items():
         check(d.task == "csv" or not value,
               f"{name} is for task=csv; got {name}={value!r} with "
