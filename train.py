@@ -19,7 +19,7 @@ from absl import flags, logging  # noqa: E402
 from lstm_ctl import config as config_lib  # noqa: E402
 
 FLAGS = flags.FlagValues()
-config_lib.define_flags(FLAGS)
+config_lib.define_flags(FLAGS, config_lib.TrainConfig)
 
 
 def _fail(message):
@@ -32,7 +32,7 @@ def main(argv):
     """Runs train.py with `argv` (parsed into FLAGS here)."""
     config_lib.parse_flags(FLAGS, argv, "train.py")
     logging.set_verbosity(logging.WARNING)
-    config = config_lib.from_flags(FLAGS)
+    config = config_lib.from_flags(FLAGS, config_lib.TrainConfig)
     try:
         config_lib.validate(config)
         config = config_lib.with_saved_input_columns(config)

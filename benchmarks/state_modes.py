@@ -79,7 +79,7 @@ def run_one(task_args, mode, seed, model_dir, train_steps, warmup):
             raise RuntimeError(
                 f"evaluate.py failed:\n{evaluate.stderr[-3000:]}")
     out = {r["state_mode"]: r["loss"]
-           for r in json.loads(rows_path.read_text())}
+           for r in json.loads(rows_path.read_text())["rows"]}
     out.update(json.loads(trained.read_text()))
     return out
 

@@ -76,8 +76,9 @@ def test_evaluate_checkpoint_export_and_sample(text_run, tmp_path):
                  f"--export_dir={export_dir}", "--sample=15", "--prime=ab",
                  f"--output_json={rows_json}")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(rows_json.read_text())
-    assert [(r["checkpoint"], r["step"]) for r in rows] == [(ckpt, 4)]
+    rows = json.loads(rows_json.read_text())["rows"]
+    assert [(r["checkpoint"], r["step"], r["state_mode"]) for r in rows] == [
+        (ckpt, 4, "carry"), (ckpt, 4, "naive")]
 
     # The same checkpoint, in process: the same numbers, sample and export.
     ev = evaluation.Evaluator(str(model_dir))

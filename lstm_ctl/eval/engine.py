@@ -7,6 +7,9 @@ state over the whole hold-out; `reset` restarts it at every chunk. The
 difference says whether carrying state pays.
 """
 
+import csv
+import dataclasses
+import glob
 import os
 import time
 
@@ -19,6 +22,7 @@ from lstm_ctl.data import tasks as data
 from lstm_ctl.eval import forecast
 from lstm_ctl.data import losses
 from lstm_ctl.data import pipelines
+from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
 from lstm_ctl.core import state as state_lib
 from lstm_ctl.run.builders import batch_signature, build_model
@@ -30,14 +34,20 @@ DEFAULT_WARMUP = {"sine": "none", "text": "history", "csv": "history"}
 class Evaluator:
     """Evaluates the checkpoints of one model dir on its eval streams.
 
-    `warmup`: "history" or "none" (None: the task's default); `horizon`:
-    forecast that many steps (0: none), which needs an autoregressive task.
+    `warmup`: "history", "none" or a number of rows N (the last N history
+    rows only); None: the task's default. `horizon`: forecast that many
+    steps (0: none), which needs an autoregressive task. `data_file`:
+    evaluate on this file (a CSV or text file, a directory or a glob with
+    the columns the model was trained on) instead of the run's own.
     """
 
-    def __init__(self, model_dir, warmup=None, horizon=0):
+    def __init__(self, model_dir, warmup=None, horizon=0, data_file=None):
         self.model_dir = model_dir
         self.config = config_lib.load(model_dir)
+        if data_file:
+            self.config = with_data_file(self.config, data_file)
         self.task, self.series = data.eval_series(self.config, model_dir)
+        warmup = holdout.parse_warmup(warmup)
         self.warmup = warmup or DEFAULT_WARMUP[self.config.data.task]
         self.horizon = horizon
         if horizon:
@@ -55,6 +65,9 @@ class Evaluator:
         self.forecaster = forecast.Forecaster(self.model, self.task,
                                               self.config.data.seq_len)
         self.last = None  # the last checkpoint's predictions and figure
+        self.warnings = []  # lines: numbers that should not be trusted
+        self.state_horizon = holdout.load_run_info(model_dir).get(
+            "state_horizon")
         self.trace_count = 0
         self.eval_step = self._make_eval_step()
         self._writers = {}
@@ -99,21 +112,29 @@ class Evaluator:
 
     def predictions(self, eval_steps=0):
         """Hold-out predictions of every stream, `(carry, reset, warm
-        state)`: carry from the state its history left (warmup="history",
-        else the initial state and `warm state` None)."""
-        warm = (self.forecaster.warm_up(self.series)
-                if self.warmup == "history" else None)
+        state)`: carry from the state the warm-up left (warmup="none": the
+        initial state, and `warm state` None)."""
+        warm = (None if self.warmup == "none" else
+                self.forecaster.warm_up(self.series, warmup=self.warmup))
         carry, reset = self.forecaster.predict(
             self.series, warm, eval_steps * self.config.data.seq_len)
         return carry, reset, warm
 
     def evaluate(self, state_mode, eval_steps=0, predictions=None):
-        """`{"loss", <metric>}` of the current weights in one state mode."""
-        if self.warmup == "history":
+        """`{"loss", <metric>}` of the current weights in one state mode
+        ("carry", "reset", or "naive": the naive baseline)."""
+        max_steps = eval_steps * self.config.data.seq_len
+        if state_mode == "naive":
+            if self.warmup != "none":
+                naive = holdout.naive_outputs(self.task, self.series,
+                                              max_steps)
+                return self.forecaster.score(self.series, naive, max_steps)
+            return self._naive_lanes(max_steps)
+        if self.warmup != "none":
             carry, reset, _ = predictions or self.predictions(eval_steps)
             return self.forecaster.score(
                 self.series, carry if state_mode == "carry" else reset,
-                eval_steps * self.config.data.seq_len)
+                max_steps)
         dataset = self.dataset.take(eval_steps) if eval_steps else \
             self.dataset
         state = self.model.initial_state(self.arrays.lanes)
@@ -125,24 +146,57 @@ class Evaluator:
                 totals[k] += float(sums[k])
         return losses.finalize(self.task, totals)
 
+    def _naive_lanes(self, max_steps):
+        """The naive baseline on the eval lanes (warmup="none")."""
+        a = self.arrays
+        steps = min(max_steps or a.steps,
+                    (a.steps // self.config.data.seq_len)
+                    * self.config.data.seq_len)
+        if self.task.loss == "xent":
+            logp = holdout.naive_outputs(self.task, self.series)[0][:1]
+            outputs = np.broadcast_to(logp, (a.lanes, steps, logp.shape[-1]))
+        else:
+            last = a.inputs if a.last_targets is None else a.last_targets
+            outputs = last[:, :steps]
+        sums = losses.batch_sums(self.task, tf.constant(outputs, tf.float32),
+                                 a.targets[:, :steps], a.weights[:, :steps])
+        return losses.finalize(self.task, {k: float(v)
+                                           for k, v in sums.items()})
+
+    def warmup_steps(self):
+        """The most steps a warm-up runs the state over (0: none)."""
+        if self.warmup == "none":
+            return 0
+        return max([b - a for a, b in holdout.warmup_ranges(
+            self.series, self.warmup)] + [0])
+
     def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
                             write_summaries=True, restore=True):
         """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
-        (restored first unless `restore=False`), then with a horizon the
-        forecast rows `{..., state_mode: forecast_carry|forecast_reset|
-        forecast_naive, horizon, rmse}`. Keeps the predictions and the
-        figure in `self.last`; the figure also goes to TensorBoard."""
+        (restored first unless `restore=False`): carry and/or reset, then
+        naive (the naive baseline on the same steps); then with a horizon
+        the forecast rows `{..., state_mode: forecast_carry|forecast_reset|
+        forecast_naive, horizon, rmse}`. Adds to `self.warnings` what
+        should not be trusted. Keeps the predictions and the figure in
+        `self.last`; the figure also goes to TensorBoard."""
         step = (self.restore(path) if restore
                 else checkpoints.checkpoint_step(path))
         modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
         predictions = self.predictions(eval_steps)
-        rows = []
-        for mode in modes:
+        rows, scores = [], {}
+        for mode in modes + ("naive",):
             values = self.evaluate(mode, eval_steps, predictions)
+            scores[mode] = values
             rows.append(dict(checkpoint=path, step=step, state_mode=mode,
                              **values))
             if write_summaries:
                 self._writer(mode).scalars(step, values)
+        for line in holdout.warnings(
+                scores, self.task.baseline_name, self.warmup_steps(),
+                self.state_horizon):
+            line = f"{path}: {line}"
+            if line not in self.warnings:
+                self.warnings.append(line)
         carry, reset, warm = predictions
         paths = None
         if self.horizon and self.task.loss != "xent":  # RMSE: numbers only
@@ -186,15 +240,66 @@ class Evaluator:
         return written
 
     def _writer(self, mode):
-        """The writer of run `eval/<mode>` (mode "": run `eval`)."""
+        """The writer of run `eval/<warmup>/<mode>` (mode "": run
+        `eval/<warmup>`), e.g. `eval/history/carry`: one run per warm-up
+        setting and state mode, one point per checkpoint step."""
         if mode not in self._writers:
-            self._writers[mode] = summaries.Writer(
-                os.path.join(self.model_dir, "eval", *[mode][:bool(mode)]))
+            self._writers[mode] = summaries.PointWriter(eval_logdir(
+                self.model_dir, holdout.warmup_name(self.warmup), mode))
         return self._writers[mode]
 
     def close(self):
         for w in self._writers.values():
             w.close()
+
+
+def eval_logdir(model_dir, warmup_name, mode=""):
+    """`<model_dir>/eval/<warmup>/<mode>`: a TensorBoard run."""
+    return os.path.join(model_dir, "eval", warmup_name, *[mode][:bool(mode)])
+
+
+def with_data_file(config, path):
+    """`config` reading its data from `path` (same task, same columns)."""
+    d = config.data
+    if d.task == "sine":
+        raise ValueError("--csv_file/--text_file: this run's task is 'sine' "
+                         "(built-in data); there is no file to replace.")
+    key = "csv_file" if d.task == "csv" else "text_file"
+    path = os.path.abspath(path)
+    if d.task == "csv":
+        needed = list(d.input_columns) + [
+            c for c in (*d.target_columns, d.time_column, d.id_column)
+            if c and c not in d.input_columns]
+        header = _csv_header(path)
+        missing = [c for c in needed if header is not None
+                   and c not in header]
+        if missing:
+            raise ValueError(
+                f"--csv_file {path!r} has no column(s) {missing}, which the "
+                f"model was trained on (inputs {list(d.input_columns)}, "
+                f"targets {list(d.target_columns)}); its columns are "
+                f"{header}.")
+    return dataclasses.replace(config, data=dataclasses.replace(
+        d, **{key: path}))
+
+
+def _csv_header(spec):
+    """The header of the first file `spec` names (a file, a directory or a
+    glob), or None when there is none to read (the reader then says why)."""
+    if os.path.isdir(spec):
+        files = sorted(os.path.join(spec, f) for f in os.listdir(spec)
+                       if os.path.isfile(os.path.join(spec, f)))
+    else:
+        files = sorted(glob.glob(spec)) or [spec]
+    if not files or not os.path.isfile(files[0]):
+        return None
+    with open(files[0], encoding="utf-8-sig", errors="replace") as f:
+        line = f.readline()
+    try:
+        dialect = csv.Sniffer().sniff(line, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    return [c.strip() for c in next(csv.reader([line], dialect), [])]
 
 
 def all_checkpoints(model_dir):
@@ -240,7 +345,7 @@ def format_table(rows, metric):
                                 f"{r['loss']:.5f}", f"{r[metric]:.5f}"))
         pair = pairs.setdefault(r["checkpoint"], {})
         pair[r["state_mode"]] = r
-        if len(pair) == 2:
+        if r["state_mode"] == "reset" and "carry" in pair:
             lines.append(row.format(
                 "", "", "reset - carry",
                 f"{pair['reset']['loss'] - pair['carry']['loss']:+.5f}",

@@ -1,13 +1,10 @@
-"""Warm-up over the history, one-step predictions, autoregressive roll-out,
-CSV out and figures, on the streams of `data.eval_series` (one lane each).
+"""Autoregressive roll-out, CSV out and figures, on the streams of
+`data.eval_series` (one lane each). The warm-up over the history, the
+one-step predictions and their scores are run/holdout.py's (shared with
+validation during training).
 
-Next-step pairs are inputs[t] -> targets[t + 1]. A stream's history is rows
-[0, cut). Warming up runs the model, unscored, over the pairs whose target is
-a history row (inputs [0, cut - 1)); the hold-out steps are the pairs whose
-target is a hold-out row (inputs [cut - 1, L - 1) -> targets [cut, L)), so
-every hold-out row is predicted once, the first one from the state that the
-whole history left. A roll-out from a state feeds the last observed input,
-then each prediction back as the next input.
+A roll-out from a state feeds the last observed input, then each prediction
+back as the next input.
 """
 
 import csv
@@ -17,35 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_ctl.data import tasks as data
-from lstm_ctl.data import losses
 from lstm_ctl.core.state import LSTMState
+from lstm_ctl.run import holdout
+from lstm_ctl.run.holdout import WARMUP_CHUNK, _pad, spans  # noqa: F401
 
-WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
 PLOT_HISTORY = 50       # history rows shown before the hold-out
 PLOT_STEPS = 150        # hold-out rows shown (at least the forecast's)
 MAX_PANELS = 4
-
-
-def _pad(parts, dtype):
-    """`[T_i, ...]` arrays -> (`[B, T, ...]` zero-padded, mask `[B, T]`)."""
-    steps = max([len(p) for p in parts] + [1])
-    shape = (len(parts), steps) + np.asarray(parts[0]).shape[1:]
-    values, mask = np.zeros(shape, dtype), np.zeros(shape[:2], bool)
-    for i, p in enumerate(parts):
-        values[i, :len(p)] = p
-        mask[i, :len(p)] = True
-    return values, mask
-
-
-def spans(series, max_steps=0):
-    """`(a, b)` per stream: the hold-out steps predict rows [a, b)."""
-    out = []
-    for s in series:
-        a = max(s.cut, 1)
-        b = len(s.targets) if not max_steps else min(len(s.targets),
-                                                     a + max_steps)
-        out.append((a, b))
-    return out
 
 
 def _rmse(pred, actual, weights):
@@ -74,84 +49,18 @@ def feedback(task):
     return lambda y: tf.gather(y, idx, axis=-1)
 
 
-class Forecaster:
-    """Runs one model over `data.Series` streams, one lane per stream."""
+class Forecaster(holdout.Runner):
+    """The hold-out runner (warm-up, predictions, scores: run/holdout.py)
+    plus roll-outs, one lane per stream."""
 
     def __init__(self, model, task, seq_len):
-        self.model, self.task, self.seq_len = model, task, seq_len
+        super().__init__(model, task, seq_len)
         state_spec = tuple(
             LSTMState(tf.TensorSpec([None, model.units], tf.float32),
                       tf.TensorSpec([None, model.units], tf.float32))
             for _ in range(model.num_layers))
         self._step = tf.function(model.step, input_signature=[
             tf.TensorSpec([None, task.input_dim], tf.float32), state_spec])
-
-    def _features(self, x):
-        if self.task.loss == "xent":
-            return tf.one_hot(x, self.task.input_dim, dtype=tf.float32)
-        return tf.constant(x, tf.float32)
-
-    def _dtype(self):
-        return np.int32 if self.task.loss == "xent" else np.float32
-
-    def run(self, parts, state=None, chunk=0):
-        """The model over `parts` (inputs `[T_i, ...]`, one lane each) from
-        `state` (None: the initial state): (outputs list, final state)."""
-        x, mask = _pad(parts, self._dtype())
-        if state is None:
-            state = self.model.initial_state(len(parts))
-        chunk = chunk or x.shape[1]
-        outs = []
-        for k in range(0, x.shape[1], chunk):
-            out, state = self.model(self._features(x[:, k:k + chunk]),
-                                    initial_state=state,
-                                    mask=mask[:, k:k + chunk])
-            outs.append(np.asarray(out))
-        out = np.concatenate(outs, 1)
-        return [out[i, :len(p)] for i, p in enumerate(parts)], state
-
-    def warm_up(self, series, ends=None):
-        """The state after each stream's history, `[B, units]` per layer:
-        the model over inputs [0, end) (default end: cut - 1), unscored."""
-        ends = ends or [a - 1 for a, _ in spans(series)]
-        _, state = self.run([s.inputs[:e] for s, e in zip(series, ends)],
-                            chunk=WARMUP_CHUNK)
-        return state
-
-    def predict(self, series, warm_state=None, max_steps=0):
-        """One-step predictions of the hold-out steps (outputs: normalised
-        values or logits), `(carry, reset)`, each a list of `[n_i, O]`.
-
-        carry: from `warm_state` (None: the initial state) over the whole
-        hold-out; reset: every chunk of `seq_len` steps from the initial
-        state.
-        """
-        sp = spans(series, max_steps)
-        carry, _ = self.run([s.inputs[a - 1:b - 1]
-                             for s, (a, b) in zip(series, sp)], warm_state)
-        pieces, owners = [], []
-        for i, (s, (a, b)) in enumerate(zip(series, sp)):
-            for k in range(a - 1, b - 1, self.seq_len):
-                pieces.append(s.inputs[k:min(k + self.seq_len, b - 1)])
-                owners.append(i)
-        outs, _ = self.run(pieces)
-        by_stream = [[] for _ in series]
-        for out, i in zip(outs, owners):
-            by_stream[i].append(out)
-        reset = [np.concatenate(p) if p else c[:0]
-                 for p, c in zip(by_stream, carry)]
-        return carry, reset
-
-    def score(self, series, outputs, max_steps=0):
-        """`{"loss", <metric>}` of hold-out predictions, as `losses` does."""
-        totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}
-        for s, (a, b), out in zip(series, spans(series, max_steps), outputs):
-            sums = losses.batch_sums(self.task, tf.constant(out[None]),
-                                     s.targets[None, a:b],
-                                     s.weights[None, a:b])
-            for k in totals:
-                totals[k] += float(sums[k])
-        return losses.finalize(self.task, totals)
 
     def rollout(self, state, x_last, horizon):
         """`[B, horizon, O]` normalised (text: logits): `model.step` on the

@@ -8,12 +8,14 @@ checkpoint's files first and then, atomically, the `checkpoint` index file,
 so a crash during a save leaves the last complete checkpoint as the latest.
 """
 
+import os
 import re
 
 import tensorflow as tf
 
 
 CHECKPOINT_NAME = "ckpt"
+BEST_DIR = "best"   # <model_dir>/best: the best checkpoint by validation
 
 
 class CheckpointError(RuntimeError):
@@ -82,8 +84,28 @@ def restore_readable(restore_fn, model_dir, warn):
     return None
 
 
+def best_dir(model_dir):
+    return os.path.join(model_dir, BEST_DIR)
+
+
+def best_checkpoint(model_dir):
+    """The best checkpoint (by held-out carry loss) that training kept in
+    `<model_dir>/best`, or None."""
+    return tf.train.latest_checkpoint(best_dir(model_dir))
+
+
 def require_checkpoint(model_dir, checkpoint=None):
-    """The checkpoint to use, or a FileNotFoundError that says what is there."""
+    """The checkpoint to use, or a FileNotFoundError that says what is there.
+    `checkpoint`: a path, "best" or "latest" (None: the latest)."""
+    if checkpoint == "best":
+        best = best_checkpoint(model_dir)
+        if best is None:
+            raise FileNotFoundError(
+                f"no best checkpoint in {best_dir(model_dir)!r}: training "
+                "keeps one when it validates (--eval_every > 0).")
+        return best
+    if checkpoint == "latest":
+        checkpoint = None
     if checkpoint:
         if not tf.io.gfile.exists(checkpoint + ".index"):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} not found "

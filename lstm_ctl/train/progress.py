@@ -24,6 +24,7 @@ class Progress:
         self.batch_size, self.metric = batch_size, metric
         self.label = f"  |  {label}" if label else ""  # e.g. the state mode
         self.window = []
+        self.note = ""  # e.g. the last held-out loss, shown on each line
         self.t0 = self.window_start = time.perf_counter()
 
     def add(self, metrics):
@@ -47,7 +48,8 @@ class Progress:
             f"step {step}/{self.total}  loss {mean['loss']:.5f}  "
             f"{self.metric} {mean[self.metric]:.4f}  |  "
             f"{steps_per_sec:.1f} steps/s  {mean['examples_per_sec']:.0f} "
-            f"ex/s  |  left {clock(left)}{self.label}")
+            f"ex/s  |  left {clock(left)}"
+            + (f"  |  {self.note}" if self.note else "") + self.label)
         self.window, self.window_start = [], now
 
     @property

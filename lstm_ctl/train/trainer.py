@@ -26,6 +26,8 @@ from lstm_ctl.train import distribute
 from lstm_ctl.data import losses
 from lstm_ctl.train import state_policy as policy_lib
 from lstm_ctl.train import progress
+from lstm_ctl.train import validation as validation_lib
+from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
 from lstm_ctl.core import state as state_lib
 from lstm_ctl.run.builders import batch_signature, build_model, build_optimizer
@@ -44,17 +46,18 @@ def check_resumable(config, model_dir):
     path = config_lib.config_path(model_dir)
     if not os.path.exists(path):
         return
-    old = config_lib.to_dict(config_lib.load(model_dir))
+    # Paths recorded as typed by older runs: relative to here.
+    old = config_lib.to_dict(config_lib.with_absolute_paths(
+        config_lib.load(model_dir)))
     new = config_lib.to_dict(config)
     if not old["data"]["input_columns"]:   # recorded before they resolved
         old["data"]["input_columns"] = new["data"]["input_columns"]
     changed = config_lib.changed_settings(old, new, FIXED_ON_RESUME)
     if changed and checkpoints.latest_checkpoint(model_dir):
-        details = "; ".join(changed)
         raise ValueError(
-            f"{model_dir!r} holds checkpoints of a run with other settings "
-            f"({details}). Resume with the same settings or use another "
-            "--model_dir.")
+            f"{model_dir!r} holds checkpoints of a run with other settings: "
+            f"{'; '.join(changed)} (recorded -> now). Resume with the "
+            "recorded settings or use another --model_dir.")
 
 
 class Trainer:
@@ -64,6 +67,7 @@ class Trainer:
         """`task`: the `(Task, StreamArrays)` that `data.build_task` gave
         for this config, when the caller has read the data already."""
         config_lib.validate(config)
+        config = config_lib.with_absolute_paths(config)
         config = config_lib.with_saved_input_columns(config)
         self.model_dir = config.model_dir
         # Bad data stops here, before the model dir is touched.
@@ -82,6 +86,11 @@ class Trainer:
         self.out = (out or sys.stdout) if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
         self.baseline = data.baseline_loss(self.task, self.arrays)
+        # The most steps training carries a state over (run.json), so that
+        # evaluation can warn when its warm-up goes further.
+        self.state_horizon = holdout.state_horizon(
+            self.arrays, config.data.seq_len, config.state_mode,
+            config.burn_in, config.reset_every)
         self.policy = policy_lib.StatePolicy(config, self.arrays)
         with self.strategy.scope():
             self.model = build_model(config, self.task)
@@ -106,6 +115,9 @@ class Trainer:
             data=self.iterator, **stored)
         self.trace_count = 0
         self.train_step = self._make_train_step()
+        self.eval_every = config_lib.eval_every(config)
+        self.validation = None  # built in run(), after the restore
+        self.early_stopped = False
 
     # ------------------------------------------------------------ the step
     def _make_train_step(self):
@@ -209,8 +221,14 @@ class Trainer:
         if self.chief:
             config_lib.save(config, self.model_dir)
             data.save_task_files(self.task, self.model_dir)
+            holdout.save_run_info(self.model_dir,
+                                  state_horizon=self.state_horizon)
         writer = summaries.Writer(os.path.join(own_dir, "train"))
         start = int(self.step.numpy())
+        if self.eval_every:
+            self.validation = validation_lib.Validation(
+                config, self.task, self.model, self.checkpoints.checkpoint,
+                own_dir, self.model_dir, resumed_step=start)
         if resumed:
             self._print(f"Resuming from {resumed} (step {start}).")
         else:
@@ -224,10 +242,17 @@ class Trainer:
         try:
             step, state, losses_seen, interrupted = self._loop(start, log,
                                                                writer)
+            if checkpoints.checkpoint_step(self.checkpoints.latest
+                                           or "") != step:
+                self._save(state, step)
+            v = self.validation
+            if (v is not None and interrupted is None and step > start
+                    and (v.last is None or v.last["step"] != step)):
+                self._validate(state, step, log)
         finally:
             writer.close()
-        if checkpoints.checkpoint_step(self.checkpoints.latest or "") != step:
-            self._save(state, step)
+            if self.validation is not None:
+                self.validation.close()
         if not self.chief:
             shutil.rmtree(own_dir, ignore_errors=True)
         if interrupted is not None:
@@ -247,8 +272,17 @@ class Trainer:
         if state is None:
             state = self.model.initial_state(batch_size)
         losses_seen, step = [], start
+        v = self.validation
+        if v is not None and v.should_stop:
+            self.early_stopped = True
+            self._print(f"Stopped early before, at step {start}: no "
+                        f"improvement in {v.stale} evaluations (best "
+                        f"{v.best['loss']:.5f} at step {v.best['step']}, "
+                        f"{v.best['checkpoint']}).")
+            return step, state, losses_seen, None
         with progress.stop_on_signals() as stop:
-            while step < config.train_steps and not stop:
+            while (step < config.train_steps and not stop
+                   and not self.early_stopped):
                 force = (bool(config.reset_every)
                          and step % config.reset_every == 0)
                 metrics, new_state, grads = self.train_step(
@@ -272,8 +306,32 @@ class Trainer:
                     writer.histograms(step, self.model, grads, state)
                 if step % config.checkpoint_every == 0:
                     self._save(state, step)
+                if self.eval_every and step % self.eval_every == 0:
+                    self._validate(state, step, log)
             interrupted = stop[0] if stop else None
         return step, state, losses_seen, interrupted
+
+    def _validate(self, state, step, log):
+        """Scores the hold-out at `step`, keeps the best checkpoint, and
+        decides on early stopping."""
+        v = self.validation
+
+        def save_best(manager):
+            self.step.assign(step)
+            self.carried.assign(state)
+            manager.save(checkpoint_number=int(step))
+
+        scores = v.evaluate(step, save_best)
+        line = v.line(step, scores)
+        self._print(line)
+        log.note = (f"held-out {scores['carry']['loss']:.5f} (best "
+                    f"{v.best['loss']:.5f} @ {v.best['step']})")
+        if v.should_stop and step < self.config.train_steps:
+            self.early_stopped = True
+            self._print(f"Early stopping at step {step}: no improvement of "
+                        f"the held-out carry loss in {v.stale} evaluations "
+                        f"(--early_stopping={v.patience}); best "
+                        f"{v.best['loss']:.5f} at step {v.best['step']}.")
 
     def _nonfinite_message(self, step, loss):
         latest = checkpoints.latest_checkpoint(self.model_dir)
@@ -307,20 +365,33 @@ class Trainer:
                   "losses": losses_seen, "seconds": seconds,
                   "nonfinite_steps": int(self.skipped),
                   "checkpoint": self.checkpoints.latest}
+        v = self.validation
+        held_out = v.summary() if v is not None else None
+        if v is not None and v.last is not None:
+            result.update(heldout=v.last, best=v.best,
+                          early_stopped=self.early_stopped)
         if losses_seen:
             ratio = self.baseline / max(final, 1e-12)
             than = (f"{ratio:.1f}x lower" if ratio >= 1 else
                     f"{1 / ratio:.1f}x higher: not better than the baseline")
+            train = (f"final train loss {final:.5f} (mean of the last "
+                     f"{len(tail)} steps) vs naive {self.task.baseline_name}"
+                     f" baseline {self.baseline:.5f} ({than})")
+            if held_out:
+                train = (f"{held_out}; train loss {final:.5f} (mean of the "
+                         f"last {len(tail)} steps)")
             self._print(
                 f"{'Stopped' if interrupted else 'Done'}: step {step}, "
-                f"final train loss {final:.5f} (mean of the last {len(tail)} "
-                f"steps) vs naive {self.task.baseline_name} baseline "
-                f"{self.baseline:.5f} ({than}) in {seconds:.0f} s.")
+                f"{train} in {seconds:.0f} s.")
         else:
             self._print(f"Nothing to do: {self.model_dir} is already trained "
                         f"to step {step} (--train_steps="
                         f"{self.config.train_steps}).")
         self._print(f"Checkpoint: {self.checkpoints.latest}")
+        if v is not None and v.best:
+            self._print(f"Best: {v.best['checkpoint']} (held-out carry loss "
+                        f"{v.best['loss']:.5f}, step {v.best['step']}); "
+                        f"evaluate it with --checkpoint=best.")
         return result
 
 

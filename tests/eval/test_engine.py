@@ -38,7 +38,8 @@ def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
     rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run_dir),
                                   "both", eval_steps=12,
                                   write_summaries=False)
-    carry, reset = rows
+    carry, reset, naive = rows
+    assert naive["state_mode"] == "naive"
     a, seq = ev.arrays, ev.config.data.seq_len
     steps = 12 * seq
     w = a.weights[:, :steps]
@@ -69,14 +70,14 @@ def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
                       f"--output_json={out_json}")
     assert result.returncode == 0, result.stderr
     assert "reset - carry" in result.stdout
-    rows = json.loads(out_json.read_text())
+    rows = json.loads(out_json.read_text())["rows"]
     steps = [checkpoints.checkpoint_step(p)
              for p in checkpoints.list_checkpoints(run_dir)]
     assert steps == [20, 40, 60]
     assert [(r["step"], r["state_mode"]) for r in rows] == [
-        (s, m) for s in steps for m in ("carry", "reset")]
-    for mode in ("carry", "reset"):
-        acc = EventAccumulator(os.path.join(run_dir, "eval", mode),
+        (s, m) for s in steps for m in ("carry", "reset", "naive")]
+    for mode in ("carry", "reset", "naive"):
+        acc = EventAccumulator(os.path.join(run_dir, "eval", "none", mode),
                                size_guidance={"tensors": 0})
         acc.Reload()
         events = acc.Tensors("loss")

@@ -1,43 +1,24 @@
-"""What a run is: frozen dataclasses, the one source of every setting.
-
-Each field is written once, with its default, its help and its check; the
-entry points generate their absl flags from the fields (`define_flags`,
-`from_flags`), and `validate` checks a config the same way whether it came
-from flags, from Python or from a resumed run's config.json. Only the entry
-points read flags. `TrainConfig` is written to `<model_dir>/config.json`, so
-that evaluation rebuilds the model and the data from it rather than from
-flags. No TensorFlow here: the entry points check flags and data before
-importing it.
-"""
+"""What a training run is: `TrainConfig` (with its `model` and `data`
+parts), the rules between its settings, and config.json. `TrainConfig` is
+written to `<model_dir>/config.json`, so that evaluation and serving rebuild
+the model and the data from it rather than from flags."""
 
 import dataclasses
 import json
 import os
-import typing
 from typing import Optional, Tuple
+
+from lstm_ctl.config.fields import (
+    AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, field_problems, setting)
 
 TASKS = ("sine", "text", "csv")
 STATE_MODES = ("carry", "reset", "stored")
-EVAL_MODES = ("carry", "reset", "both")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MISSING_MODES = ("error", "ffill", "drop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CONFIG_FILE = "config.json"
-
-# Checks on one value: (test, what is expected).
-AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
-AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
-POSITIVE = (lambda v: v > 0, "> 0")
-FRACTION = (lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-
-
-def setting(default, help, check=None, choices=None, flag=True):
-    """A config field: its default, its flag's help, and its check."""
-    return dataclasses.field(default=default, metadata=dict(
-        help=help, check=check, choices=choices, flag=flag))
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -141,6 +122,14 @@ class TrainConfig:
     checkpoint_every: int = setting(500, "Steps between checkpoints.",
                                     AT_LEAST_1)
     max_to_keep: int = setting(10, "Checkpoints to keep.", AT_LEAST_1)
+    eval_every: Optional[int] = setting(
+        None, "Steps between validations (held-out carry, reset and naive "
+        "scores; the best checkpoint goes to <model_dir>/best). Default: "
+        "--checkpoint_every; 0: off.",
+        (lambda v: v is None or v >= 0, ">= 0 (0 turns validation off)"))
+    early_stopping: int = setting(
+        0, "Stop after N validations without a lower held-out carry loss "
+        "(0: never).", AT_LEAST_0)
 
     @property
     def seed(self):
@@ -150,6 +139,7 @@ class TrainConfig:
 
 # Rules between settings: (applies, holds, message or message(config)).
 # Each names the flags.
+
 RULES = (
     (lambda c: True,
      lambda c: c.burn_in == 0 or c.state_mode != "carry",
@@ -159,6 +149,9 @@ RULES = (
      lambda c: c.reset_every == 0 or c.state_mode == "carry",
      "--reset_every needs --state_mode=carry (in reset and stored modes "
      "every chunk already starts from the initial or its stored state)"),
+    (lambda c: c.early_stopping > 0,
+     lambda c: eval_every(c) > 0,
+     "--early_stopping needs validation: --eval_every must not be 0"),
     (lambda c: True,
      lambda c: c.cpu_replicas == 0 or c.strategy == "mirrored",
      "--cpu_replicas needs --strategy=mirrored"),
@@ -177,39 +170,18 @@ RULES = (
      "--task=csv needs --target_columns (comma-separated names)"),
 )
 
+def eval_every(config):
+    """Steps between validations: eval_every, by default checkpoint_every
+    (0: no validation)."""
+    return (config.checkpoint_every if config.eval_every is None
+            else config.eval_every)
+
+
 _TASK_ONLY = {  # DataConfig fields that only one task reads
     "text_file": "text", "csv_file": "csv", "target_columns": "csv",
     "input_columns": "csv", "time_column": "csv", "id_column": "csv",
     "missing": "csv", "csv_delimiter": "csv"}
 
-
-def _leaves(cls, prefix=()):
-    """`(path, field)` of every setting of a config class, nested first."""
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.default):
-            yield from _leaves(type(f.default), prefix + (f.name,))
-        else:
-            yield prefix + (f.name,), f
-
-
-def _get(config, path):
-    for name in path:
-        config = getattr(config, name)
-    return config
-
-
-def _field_problems(config):
-    problems = []
-    for path, f in _leaves(type(config)):
-        value, meta, name = _get(config, path), f.metadata, path[-1]
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            problems.append(f"--{name} must be one of {', '.join(choices)} "
-                            f"(got {value!r})")
-        check = meta.get("check")
-        if check and not check[0](value):
-            problems.append(f"--{name} must be {check[1]} (got {value!r})")
-    return problems
 
 
 def _csv_column_problems(d):
@@ -239,7 +211,7 @@ def problems(config):
         return ["--csv_file must be a path (config.json records it); for a "
                 "pandas DataFrame use lstm_ctl.data.frame_task(df, config), "
                 "or lstm_ctl.data.write_frame(df, path) and csv_file=path"]
-    found = _field_problems(config)
+    found = field_problems(config)
     default = DataConfig()
     for name, task in _TASK_ONLY.items():
         value = getattr(d, name)
@@ -266,65 +238,7 @@ def validate(config):
     return config
 
 
-# ------------------------------------------------------------------ flags
-def define_flags(flag_values, cls=TrainConfig, defaults=None):
-    """Defines one absl flag per setting of `cls` in `flag_values`, named
-    after the field, with its default and help. Checks are left to
-    `validate`, so a bad value gets the same message as from Python."""
-    from absl import flags
-    defaults = defaults or cls()
-    for path, f in _leaves(cls):
-        if not f.metadata.get("flag", True):
-            continue
-        name, default = path[-1], _get(defaults, path)
-        help_text = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")
-        if choices:
-            help_text += f" One of: {', '.join(choices)}."
-        kind = _kind(f.type)
-        if kind is bool:
-            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-        elif kind is int:
-            flags.DEFINE_integer(name, default, help_text,
-                                 flag_values=flag_values)
-        elif kind is float:
-            flags.DEFINE_float(name, default, help_text,
-                               flag_values=flag_values)
-        elif kind is tuple:
-            flags.DEFINE_list(name, list(default), help_text,
-                              flag_values=flag_values)
-        else:
-            flags.DEFINE_string(name, default, help_text,
-                                flag_values=flag_values)
 
-
-def _kind(annotation):
-    """int, float, bool, tuple or str for a field's type annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union:   # Optional[X]
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _kind(args[0])
-    if origin is tuple:
-        return tuple
-    return annotation if annotation in (bool, int, float) else str
-
-
-def from_flags(flag_values, cls=TrainConfig):
-    """The `cls` config that the parsed `flag_values` describe."""
-    def build(klass, prefix=()):
-        values = {}
-        for f in dataclasses.fields(klass):
-            if dataclasses.is_dataclass(f.default):
-                values[f.name] = build(type(f.default), prefix + (f.name,))
-            elif f.metadata.get("flag", True):
-                value = getattr(flag_values, f.name)
-                values[f.name] = tuple(value) if _kind(f.type) is tuple \
-                    else value
-        return klass(**values)
-    return build(cls)
-
-
-# -------------------------------------------------------------- config.json
 def to_dict(config):
     return dataclasses.asdict(config)
 
@@ -343,19 +257,33 @@ def from_dict(values):
 
 
 def changed_settings(old, new, keys):
-    """`"name: old -> new"` for each setting under `keys` (top-level names
-    of a TrainConfig dict) whose value differs, naming the leaf setting."""
-    changes = []
+    """`["data.batch_size: 4 -> 8", ...]`: each setting under `keys` whose
+    value differs between the dicts `old` and `new` (nested dicts by their
+    leaves)."""
+    out = []
 
-    def walk(a, b, name):
+    def walk(a, b, prefix):
         if isinstance(a, dict) and isinstance(b, dict):
-            for k in a:
-                walk(a[k], b.get(k), k)
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
         elif a != b:
-            changes.append(f"{name}: {a} -> {b}")
+            out.append(f"{prefix}: {a!r} -> {b!r}")
+
     for key in keys:
         walk(old.get(key), new.get(key), key)
-    return changes
+    return out
+
+
+def with_absolute_paths(config):
+    """`config` with its data paths absolute (globs too), so that config.json
+    works from any directory."""
+    d = config.data
+    paths = {k: os.path.abspath(getattr(d, k)) for k in ("text_file",
+                                                         "csv_file")
+             if getattr(d, k)}
+    if not paths:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(d, **paths))
 
 
 def with_input_columns(config, columns):
@@ -407,74 +335,3 @@ def load(model_dir):
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} does not hold a lstm_ctl TrainConfig "
                          f"({e}).") from None
-
-
-def parse_flags(flag_values, argv, prog):
-    """Parses `argv` into `flag_values` (defaults first, so a process can
-    parse twice). `--help` prints the flags and exits 0; an unknown flag, a
-    malformed value or a stray argument is one line on stderr, exit 1."""
-    import sys
-    from absl import flags
-    if any(a in ("--help", "-h", "--helpshort", "--helpfull")
-           for a in argv[1:]):
-        text = flag_values.get_help(include_special_flags=False)
-        print(f"{prog} [--flags]\n{text}")
-        sys.exit(0)
-    flag_values.unparse_flags()
-    try:
-        rest = flag_values(argv)
-    except flags.Error as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    if len(rest) > 1:
-        print(f"{prog}: error: unexpected arguments: {rest[1:]}",
-              file=sys.stderr)
-        sys.exit(1)
-
-
-# ---------------------------------------------------------------- serving
-@dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """What serve.py's flags set (each field is a flag); not saved."""
-    model_dir: Optional[str] = setting(None, "A model dir written by "
-                                       "train.py.")
-    checkpoint: str = setting("latest", "latest, best (the checkpoint in "
-                              "<model_dir>/best/) or a checkpoint path.")
-    host: str = setting("127.0.0.1", "Address to listen on (loopback unless "
-                        "told otherwise).")
-    port: int = setting(8500, "Port to listen on (0: any free port; the one "
-                        "taken is printed).",
-                        (lambda v: 0 <= v < 65536, "in [0, 65535]"))
-    capacity: int = setting(10000, "Streams held at once; a new stream "
-                            "beyond it gets 503 with Retry-After.",
-                            AT_LEAST_1)
-    idle_timeout: float = setting(0.0, "Evict a stream after this many "
-                                  "seconds without a request (0: never).",
-                                  AT_LEAST_0)
-    snapshot_dir: Optional[str] = setting(
-        None, "Restore the streams from here at start, snapshot them here "
-        "periodically and on SIGTERM.")
-    snapshot_every: float = setting(
-        60.0, "Seconds between snapshots (0: only on SIGTERM); SIGKILL loses "
-        "at most the steps since the last one.", AT_LEAST_0)
-    max_wait_ms: float = setting(2.0, "Milliseconds a step waits for "
-                                 "requests of other streams to join its "
-                                 "batch.", AT_LEAST_0)
-    auth_token_file: Optional[str] = setting(
-        None, "A file holding a token; requests then need 'Authorization: "
-        "Bearer <token>' (all but /healthz).")
-    max_body_bytes: int = setting(1 << 20, "Largest request body accepted "
-                                  "(413 beyond).", AT_LEAST_1)
-    max_rows: int = setting(1000, "Most timesteps in one step request.",
-                            AT_LEAST_1)
-
-
-def validate_serve(config):
-    """Raises one ValueError naming every bad serve.py setting."""
-    found = _field_problems(config)
-    if not config.model_dir:
-        found.insert(0, "--model_dir is required (a model dir written by "
-                        "train.py)")
-    if found:
-        raise ValueError("; ".join(found))
-    return config

@@ -1,0 +1,267 @@
+"""Scoring the hold-out of a run's streams: the warm-up over the history, the
+one-step predictions with the state carried or reset, the naive baseline,
+the horizon over which training carried the state, and the warnings when a
+number should not be trusted.
+
+Evaluation (`eval/`) and validation during training (`train/`) both score
+with this module, so the number that picks the best checkpoint is the number
+`evaluate.py` reports, and neither package imports the other.
+
+Next-step pairs are inputs[t] -> targets[t + 1]. A stream's history is rows
+[0, cut). Warming up runs the model, unscored, over the pairs whose target is
+a history row (inputs [0, cut - 1); with `warmup=N` only the last N of them);
+the hold-out steps are the pairs whose target is a hold-out row (inputs
+[cut - 1, L - 1) -> targets [cut, L)), so every hold-out row is predicted
+once, the first one from the state that the warm-up left.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from lstm_ctl.data import losses
+
+WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
+RUN_FILE = "run.json"   # what training learned about the run: the horizon
+SCORED_MODES = ("carry", "reset", "naive")
+
+
+def _pad(parts, dtype):
+    """`[T_i, ...]` arrays -> (`[B, T, ...]` zero-padded, mask `[B, T]`)."""
+    steps = max([len(p) for p in parts] + [1])
+    shape = (len(parts), steps) + np.asarray(parts[0]).shape[1:]
+    values, mask = np.zeros(shape, dtype), np.zeros(shape[:2], bool)
+    for i, p in enumerate(parts):
+        values[i, :len(p)] = p
+        mask[i, :len(p)] = True
+    return values, mask
+
+
+def spans(series, max_steps=0):
+    """`(a, b)` per stream: the hold-out steps predict rows [a, b)."""
+    out = []
+    for s in series:
+        a = max(s.cut, 1)
+        b = len(s.targets) if not max_steps else min(len(s.targets),
+                                                     a + max_steps)
+        out.append((a, b))
+    return out
+
+
+def parse_warmup(value):
+    """`"history"`, `"none"` or a number of rows N (`"50"` -> 50), checked;
+    None stays None (the task's default)."""
+    if value is None or value in ("history", "none"):
+        return value
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 1 or str(value).strip() != str(n):
+        raise ValueError(f"--warmup must be history, none or a number of "
+                         f"rows >= 1; got {value!r}")
+    return n
+
+
+def warmup_name(warmup):
+    """A short name of a warm-up setting: history, none, last50."""
+    return f"last{warmup}" if isinstance(warmup, int) else warmup
+
+
+def warmup_ranges(series, warmup="history"):
+    """`(start, end)` per stream: the warm-up runs over inputs [start, end),
+    the whole history or (`warmup=N`) its last N pairs."""
+    out = []
+    for a, _ in spans(series):
+        end = a - 1
+        start = 0 if warmup == "history" else max(0, end - int(warmup))
+        out.append((start, end))
+    return out
+
+
+def naive_outputs(task, series, max_steps=0):
+    """The naive model's outputs on the hold-out steps, one `[n_i, O]` per
+    stream, scored like the model's: repeat-last-value (the last observed
+    target; mse tasks) or the unigram distribution of the history
+    (logits; text)."""
+    sp = spans(series, max_steps)
+    if task.loss == "xent":
+        ids = np.concatenate([s.inputs[:max(s.cut - 1, 1)] for s in series])
+        counts = np.bincount(ids, minlength=task.output_dim) + 1.0
+        logp = np.log(counts / counts.sum()).astype(np.float32)
+        return [np.tile(logp, (b - a, 1)) for a, b in sp]
+    out = []
+    for s, (a, b) in zip(series, sp):
+        seen = np.where(s.weights > 0, np.arange(len(s.weights)), 0)
+        last = s.targets[np.maximum.accumulate(seen)]
+        out.append(last[a - 1:b - 1].astype(np.float32))
+    return out
+
+
+class Runner:
+    """Runs one model over `data.Series` streams, one lane per stream."""
+
+    def __init__(self, model, task, seq_len):
+        self.model, self.task, self.seq_len = model, task, seq_len
+
+    def _features(self, x):
+        if self.task.loss == "xent":
+            return tf.one_hot(x, self.task.input_dim, dtype=tf.float32)
+        return tf.constant(x, tf.float32)
+
+    def _dtype(self):
+        return np.int32 if self.task.loss == "xent" else np.float32
+
+    def run(self, parts, state=None, chunk=0):
+        """The model over `parts` (inputs `[T_i, ...]`, one lane each) from
+        `state` (None: the initial state): (outputs list, final state)."""
+        x, mask = _pad(parts, self._dtype())
+        if state is None:
+            state = self.model.initial_state(len(parts))
+        chunk = chunk or x.shape[1]
+        outs = []
+        for k in range(0, x.shape[1], chunk):
+            out, state = self.model(self._features(x[:, k:k + chunk]),
+                                    initial_state=state,
+                                    mask=mask[:, k:k + chunk])
+            outs.append(np.asarray(out))
+        out = np.concatenate(outs, 1)
+        return [out[i, :len(p)] for i, p in enumerate(parts)], state
+
+    def warm_up(self, series, ends=None, warmup="history"):
+        """The state after each stream's warm-up, `[B, units]` per layer:
+        the model, unscored, over inputs [start, end) (default: the whole
+        history; `warmup=N`: its last N pairs; `ends` given: [0, end))."""
+        if ends is not None:
+            ranges = [(0, e) for e in ends]
+        else:
+            ranges = warmup_ranges(series, warmup)
+        _, state = self.run([s.inputs[a:b] for s, (a, b) in
+                             zip(series, ranges)], chunk=WARMUP_CHUNK)
+        return state
+
+    def predict(self, series, warm_state=None, max_steps=0):
+        """One-step predictions of the hold-out steps (outputs: normalised
+        values or logits), `(carry, reset)`, each a list of `[n_i, O]`.
+
+        carry: from `warm_state` (None: the initial state) over the whole
+        hold-out; reset: every chunk of `seq_len` steps from the initial
+        state.
+        """
+        sp = spans(series, max_steps)
+        carry, _ = self.run([s.inputs[a - 1:b - 1]
+                             for s, (a, b) in zip(series, sp)], warm_state)
+        pieces, owners = [], []
+        for i, (s, (a, b)) in enumerate(zip(series, sp)):
+            for k in range(a - 1, b - 1, self.seq_len):
+                pieces.append(s.inputs[k:min(k + self.seq_len, b - 1)])
+                owners.append(i)
+        outs, _ = self.run(pieces)
+        by_stream = [[] for _ in series]
+        for out, i in zip(outs, owners):
+            by_stream[i].append(out)
+        reset = [np.concatenate(p) if p else c[:0]
+                 for p, c in zip(by_stream, carry)]
+        return carry, reset
+
+    def score(self, series, outputs, max_steps=0):
+        """`{"loss", <metric>}` of hold-out predictions, as `losses` does."""
+        totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}
+        for s, (a, b), out in zip(series, spans(series, max_steps), outputs):
+            sums = losses.batch_sums(self.task, tf.constant(out[None]),
+                                     s.targets[None, a:b],
+                                     s.weights[None, a:b])
+            for k in totals:
+                totals[k] += float(sums[k])
+        return losses.finalize(self.task, totals)
+
+    def scores(self, series, warmup="history", max_steps=0):
+        """`(scores, predictions)`: `{"carry"|"reset"|"naive": {"loss",
+        <metric>}}` on the hold-out, and `(carry, reset, warm state)`.
+        `warmup`: "history", "none" (carry from the initial state) or N."""
+        warm = None if warmup == "none" else self.warm_up(series,
+                                                          warmup=warmup)
+        carry, reset = self.predict(series, warm, max_steps)
+        naive = naive_outputs(self.task, series, max_steps)
+        out = {name: self.score(series, outputs, max_steps)
+               for name, outputs in (("carry", carry), ("reset", reset),
+                                     ("naive", naive))}
+        return out, (carry, reset, warm)
+
+
+# ------------------------------------------------------------ the horizon
+def longest_stretch(resets):
+    """The most consecutive steps of a lane without a reset, `[B, N]`."""
+    best = 0
+    for lane in np.asarray(resets, bool):
+        starts = np.flatnonzero(lane)
+        bounds = np.concatenate([[0], starts, [len(lane)]])
+        best = max(best, int(np.diff(bounds).max(initial=0)))
+    return best
+
+
+def state_horizon(arrays, seq_len, state_mode, burn_in=0, reset_every=0):
+    """The most steps over which training carried a state before a trained
+    step: in carry and stored mode, the longest stretch of a lane without a
+    reset (within the chunks trained on; `reset_every` caps it); in reset
+    mode, one chunk and its burn-in."""
+    if state_mode == "reset":
+        return seq_len + burn_in
+    used = (arrays.steps // seq_len) * seq_len
+    horizon = longest_stretch(arrays.resets[:, :used]) + burn_in
+    if state_mode == "carry" and reset_every:
+        horizon = min(horizon, reset_every * seq_len)
+    return horizon
+
+
+def save_run_info(model_dir, **values):
+    """Merges `values` into `<model_dir>/run.json` (atomically)."""
+    path = os.path.join(model_dir, RUN_FILE)
+    info = load_run_info(model_dir)
+    info.update(values)
+    os.makedirs(model_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def load_run_info(model_dir):
+    path = os.path.join(model_dir, RUN_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError:
+            return {}
+
+
+# ------------------------------------------------------------ warnings
+def warnings(scores, baseline_name="naive", warmup_steps=None, horizon=None,
+             warmup=None):
+    """Lines saying why a number should not be trusted (empty when none):
+    the warm-up is longer than any state was carried in training, carry is
+    worse than reset, the model is worse than the naive baseline."""
+    out = []
+    if warmup_steps and horizon and warmup_steps > horizon:
+        out.append(
+            f"the warm-up runs the state over up to {warmup_steps} steps, but "
+            f"training never carried a state over more than {horizon} steps: "
+            "the carried state is out of what the model learned, so carry "
+            f"numbers may not be trusted; compare --warmup={horizon}, or "
+            "train with fewer --batch_size lanes (longer lanes).")
+    carry, reset, naive = (scores.get(k) for k in SCORED_MODES)
+    if carry and reset and carry["loss"] > reset["loss"] * (1 + 1e-6):
+        out.append(f"carry is worse than reset (loss {carry['loss']:.5g} vs "
+                   f"{reset['loss']:.5g}): carrying the state hurts here.")
+    if naive:
+        worse = [f"{k} {scores[k]['loss']:.5g}" for k in ("carry", "reset")
+                 if scores.get(k) and scores[k]["loss"] > naive["loss"]]
+        if worse:
+            out.append(f"the model is worse than the naive {baseline_name} "
+                       f"baseline (loss {', '.join(worse)} vs naive "
+                       f"{naive['loss']:.5g}).")
+    return out
