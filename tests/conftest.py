@@ -1,9 +1,18 @@
-"""Test set-up, before TensorFlow starts: quiet logs, and the CPU split into
-two logical devices so that MirroredStrategy has two replicas to use."""
+"""Test set-up, before TensorFlow starts: quiet logs, a persistent XLA
+cache, and the CPU split into two logical devices so that MirroredStrategy
+has two replicas to use."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA's compiled programs are kept on disk and shared by the two test
+# workers and by every train.py/evaluate.py/serve.py process a test starts
+# (they inherit the variable): the same layer is compiled once, not once per
+# process. Keys are fingerprints of the program, so a stale entry is unused.
+os.environ.setdefault(
+    "TF_XLA_FLAGS", "--tf_xla_persistent_cache_directory=" + os.path.join(
+        tempfile.gettempdir(), "lstm_ctl_tests_xla_cache"))
 
 import tensorflow as tf  # noqa: E402
 
