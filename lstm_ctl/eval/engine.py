@@ -91,16 +91,7 @@ class Evaluator:
 
     def restore(self, path):
         """Restores the model from `path`; returns the checkpoint's step."""
-        try:
-            checkpoints.restore_model(self.model, path)
-        except (AssertionError, ValueError) as e:
-            raise ValueError(
-                f"checkpoint {path} does not match the model described by "
-                f"{config_lib.config_path(self.model_dir)}: {e}") from None
-        except tf.errors.OpError as e:
-            raise checkpoints.CheckpointError(
-                f"checkpoint {path} cannot be read "
-                f"({checkpoints.short_error(e)})") from None
+        checkpoints.restore_model(self.model, path, self.model_dir)
         return checkpoints.checkpoint_step(path)
 
     def restore_latest(self, warn):

@@ -144,11 +144,26 @@ class Checkpoints:
         return status
 
 
-def restore_model(model, path):
-    """Restores only the model from a training checkpoint (evaluation)."""
-    status = _read(tf.train.Checkpoint(model=model), path)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+def restore_model(model, path, model_dir=None):
+    """Restores only the model from a training checkpoint (evaluation,
+    serving). With `model_dir`, a checkpoint of another model is a
+    ValueError naming the run's config.json, and an unreadable one a
+    CheckpointError."""
+    try:
+        status = _read(tf.train.Checkpoint(model=model), path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        if model_dir is None:
+            raise
+        raise ValueError(
+            f"checkpoint {path} does not match the model described by "
+            f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+    except tf.errors.OpError as e:
+        if model_dir is None:
+            raise
+        raise CheckpointError(f"checkpoint {path} cannot be read "
+                              f"({short_error(e)})") from None
     return status
 
 

@@ -59,14 +59,5 @@ def load(model_dir, checkpoint="latest"):
     task = units_lib.served_task(config, model_dir)
     model = build_model(config, task)
     path = resolve_checkpoint(model_dir, checkpoint)
-    try:
-        checkpoints.restore_model(model, path)
-    except (AssertionError, ValueError) as e:
-        raise ValueError(
-            f"checkpoint {path} does not match the model described by "
-            f"{config_lib.config_path(model_dir)}: {e}") from None
-    except tf.errors.OpError as e:
-        raise checkpoints.CheckpointError(
-            f"checkpoint {path} cannot be read "
-            f"({checkpoints.short_error(e)})") from None
+    checkpoints.restore_model(model, path, model_dir)
     return Served(model, units_lib.Units(task), path, config)
