@@ -1,6 +1,6 @@
 """Writing a run's files so that a crash never leaves half of one: each is
 written beside its final path and moved there in one step. No TensorFlow
-here (config.py and the data readers use it before TensorFlow starts)."""
+here (the config and the data readers use it before TensorFlow starts)."""
 
 import contextlib
 import json
