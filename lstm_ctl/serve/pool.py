@@ -22,18 +22,14 @@ Numbers: the step is `LSTMModel.step` (the same weights and gate math as
 run through the model in one call (to float32 rounding).
 """
 
-import os
-import tempfile
 import time
-import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl.core import state as state_lib
 from lstm_ctl.core.state import LSTMState
+from lstm_ctl.serve import pool_step, snapshots
 
-SNAPSHOT_FORMAT = 1
 
 
 class PoolFullError(RuntimeError):
@@ -108,70 +104,11 @@ class StatePool:
         self._steps = np.zeros(self.capacity, np.int64)
         self._last = np.zeros(self.capacity, np.float64)
         self.trace_count = 0
-        self._one_row, self._run = self._make_run()
+        self._one_row, self._run = pool_step.step_functions(
+            model, self._h, self._c, self.input_dim, self._traced)
 
-    # ------------------------------------------------------------ compiled
-    def _make_run(self):
-        """Two compiled functions, each traced once: `one_row` (every
-        stream sends one row: one step, no loop) and `rows` (a loop over
-        the longest stream's rows, shorter streams masked)."""
-        model, n = self.model, self.num_layers
-        hs, cs = self._h, self._c
-
-        def gather(slots, fresh, batch):
-            state = tuple(LSTMState(tf.gather(h, slots), tf.gather(c, slots))
-                          for h, c in zip(hs, cs))
-            return state_lib.select_state(fresh, model.initial_state(batch),
-                                          state)
-
-        def scatter(slots, state):
-            # Padding rows all point at the scratch slot; every real stream
-            # has a slot of its own, so no two real rows collide.
-            for i, s in enumerate(state):
-                hs[i].scatter_update(tf.IndexedSlices(s.h, slots))
-                cs[i].scatter_update(tf.IndexedSlices(s.c, slots))
-
-        def one_row(slots, x, fresh):
-            self.trace_count += 1  # Python: counts traces, not calls
-            y, state = model.step(x, gather(slots, fresh, tf.shape(x)[0]))
-            scatter(slots, state)
-            return tf.cast(y, tf.float32)  # [B, O]
-
-        def rows(slots, x, lengths, fresh):
-            self.trace_count += 1
-            state = gather(slots, fresh, tf.shape(x)[0])
-            steps = tf.shape(x)[1]
-            x_tm = tf.transpose(x, [1, 0, 2])  # [T, B, D]
-            outputs = tf.TensorArray(tf.float32, size=steps)
-
-            def body(t, outputs, *flat):
-                prev = tuple(LSTMState(flat[2 * i], flat[2 * i + 1])
-                             for i in range(n))
-                y, nxt = model.step(x_tm[t], prev)
-                live = t < lengths  # [B]: rows left for this stream
-                nxt = state_lib.select_state(live, nxt, prev)
-                flat = [v for s in nxt for v in s]
-                return (t + 1, outputs.write(t, tf.cast(y, tf.float32)),
-                        *flat)
-
-            flat = [v for s in state for v in s]
-            _, outputs, *flat = tf.while_loop(
-                lambda t, *_: t < steps, body,
-                (tf.constant(0), outputs, *flat))
-            scatter(slots, tuple(LSTMState(flat[2 * i], flat[2 * i + 1])
-                                 for i in range(n)))
-            return tf.transpose(outputs.stack(), [1, 0, 2])  # [B, T, O]
-
-        slots = tf.TensorSpec([None], tf.int32)
-        fresh = tf.TensorSpec([None], tf.bool)
-        return (
-            tf.function(one_row, autograph=False, input_signature=[
-                slots, tf.TensorSpec([None, self.input_dim], tf.float32),
-                fresh]),
-            tf.function(rows, autograph=False, input_signature=[
-                slots, tf.TensorSpec([None, None, self.input_dim],
-                                     tf.float32),
-                tf.TensorSpec([None], tf.int32), fresh]))
+    def _traced(self):
+        self.trace_count += 1
 
     def warmup(self):
         """Traces both compiled functions on the scratch slot only (no
@@ -397,8 +334,7 @@ class StatePool:
         then renamed over `path`. A crash leaves the previous snapshot."""
         ids = list(self._slots)
         slots = np.array([self._slots[i] for i in ids], np.int64)
-        arrays = {"format": np.array(SNAPSHOT_FORMAT),
-                  "units": np.array(self.units),
+        arrays = {"units": np.array(self.units),
                   "num_layers": np.array(self.num_layers),
                   "ids": np.array(ids, dtype=object).astype(str)
                   if ids else np.zeros([0], "<U1"),
@@ -406,44 +342,11 @@ class StatePool:
         for i in range(self.num_layers):
             arrays[f"h_{i}"] = tf.gather(self._h[i], slots).numpy()
             arrays[f"c_{i}"] = tf.gather(self._c[i], slots).numpy()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".snapshot-",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return path
+        return snapshots.write(path, arrays)
 
     def restore(self, path):
         """Replaces the pool's streams with those of snapshot `path`."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"snapshot {path} cannot be read ({e}); move "
-                             "it away to start with no streams.") from None
-        if int(data.get("format", -1)) != SNAPSHOT_FORMAT:
-            raise ValueError(f"snapshot {path} is not a StatePool snapshot "
-                             f"of format {SNAPSHOT_FORMAT}.")
-        if (int(data["units"]), int(data["num_layers"])) != (
-                self.units, self.num_layers):
-            raise ValueError(
-                f"snapshot {path} holds states of {int(data['num_layers'])} "
-                f"layer(s) of {int(data['units'])} units; this pool's model "
-                f"has {self.num_layers} of {self.units}.")
+        data = snapshots.read(path, self.units, self.num_layers)
         ids = [str(i) for i in data["ids"]]
         if len(ids) > self.capacity:
             raise ValueError(
