@@ -145,3 +145,16 @@ def offline_many(model, segments):
     out, final = model(x, initial_state=tuple(init), mask=mask)
     offline_many.final_state = final  # rows as the segments (masked: kept)
     return [np.asarray(out[b, :len(r)]) for b, (_, r) in enumerate(segments)]
+
+
+def replicas_config(tmp_path, name, **kwargs):
+    """The run that the distribution tests train on one device, on two
+    replicas and on two worker processes."""
+    from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+    values = dict(model_dir=str(tmp_path / name),
+                  model=ModelConfig(units=16, num_layers=2),
+                  data=DataConfig(seq_len=10, batch_size=8), train_steps=12,
+                  log_every=1, hist_every=1000, checkpoint_every=6,
+                  lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)

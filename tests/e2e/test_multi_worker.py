@@ -11,20 +11,11 @@ import numpy as np
 import pytest
 
 from lstm_ctl.train import trainer
-from helpers import ROOT, free_port, scalars
+from helpers import ROOT, free_port, scalars, replicas_config as config
 
 ATOL = 1e-5
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 
-def config(tmp_path, name, **kwargs):
-    values = dict(model_dir=str(tmp_path / name),
-                  model=ModelConfig(units=16, num_layers=2),
-                  data=DataConfig(seq_len=10, batch_size=8), train_steps=12,
-                  log_every=1, hist_every=1000, checkpoint_every=6,
-                  lr_schedule="constant")
-    values.update(kwargs)
-    return TrainConfig(**values)
 
 
 @pytest.mark.slow

@@ -12,20 +12,13 @@ from lstm_ctl import LSTMModel
 from lstm_ctl.train import distribute
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from lstm_ctl.config import DataConfig
+from helpers import replicas_config as config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ATOL = 1e-5
 
 
-def config(tmp_path, name, **kwargs):
-    values = dict(model_dir=str(tmp_path / name),
-                  model=ModelConfig(units=16, num_layers=2),
-                  data=DataConfig(seq_len=10, batch_size=8), train_steps=12,
-                  log_every=1, hist_every=1000, checkpoint_every=6,
-                  lr_schedule="constant")
-    values.update(kwargs)
-    return TrainConfig(**values)
 
 
 def mirrored(**kwargs):
