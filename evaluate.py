@@ -26,7 +26,8 @@ class UsageProblem(ValueError):
 
 def prepare(cfg, evaluator):
     """Checks that need the run (before any evaluation), and the output
-    directories. Returns the checkpoint to evaluate (None: latest)."""
+    directories. Returns the checkpoint to evaluate (None: latest): by
+    default the best one of a run validated on its history."""
     from lstm_ctl.run import checkpoints
 
     problems = []
@@ -47,6 +48,11 @@ def prepare(cfg, evaluator):
                                                         cfg.checkpoint)
         except FileNotFoundError as e:
             problems.append(str(e))
+    elif (not cfg.all and not cfg.watch
+          and evaluator.config.validate_on == "history"):
+        # Chosen on the history's end, it never saw the hold-out: the run's
+        # result.
+        checkpoint = checkpoints.best_checkpoint(cfg.model_dir)
     if problems:
         raise UsageProblem("; ".join(problems))
     for path in (cfg.predictions_csv, cfg.forecast_csv, cfg.plot,

@@ -18,8 +18,12 @@ from absl import flags, logging  # noqa: E402
 
 from lstm_ctl import config as config_lib  # noqa: E402
 
+from lstm_ctl.config import defaults  # noqa: E402
+
 FLAGS = flags.FlagValues()
-config_lib.define_flags(FLAGS, config_lib.TrainConfig)
+config_lib.define_flags(
+    FLAGS, config_lib.TrainConfig, chosen=defaults.CHOSEN,
+    chosen_help="Default: chosen from the data (docs/forecasting.md).")
 
 
 def _fail(message):
@@ -28,17 +32,33 @@ def _fail(message):
     sys.exit(1)
 
 
+def resolve(config, out=None):
+    """`(config, chosen)`: the settings not given filled in (recorded by a
+    resumed run, else chosen from the data), said in one line on `out`."""
+    config, chosen, rows = defaults.resolve(config)
+    line = defaults.describe(chosen, rows)
+    if line and rows:
+        print(line, file=out or sys.stdout, flush=True)
+    return config, chosen
+
+
 def main(argv):
     """Runs train.py with `argv` (parsed into FLAGS here)."""
     config_lib.parse_flags(FLAGS, argv, "train.py")
     logging.set_verbosity(logging.WARNING)
     config = config_lib.from_flags(FLAGS, config_lib.TrainConfig)
     try:
-        config_lib.validate(config)
+        # Flags first; a setting left to the data is checked at its fixed
+        # value here, and again once chosen.
+        config_lib.validate(defaults.with_fixed(config))
         config = config_lib.with_saved_input_columns(config)
+        config, _ = resolve(config)
+        config_lib.validate(config)
         # Bad data stops here, before TensorFlow is imported.
         from lstm_ctl.data import tasks
-        task = tasks.build_task(config.data, "train", config.model_dir)
+        task = tasks.build_task(config.data, "train", config.model_dir,
+                                     state_mode=config.state_mode,
+            validate_on=config.validate_on)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     from lstm_ctl.run import checkpoints  # imports TensorFlow

@@ -20,7 +20,9 @@ def train(*args, timeout=None):
 @pytest.mark.parametrize("args, message", [
     (["--dropout=1.5"], "--dropout must be in [0, 1)"),
     (["--batch_size=0"], "--batch_size must be >= 1 (got 0)"),
-    (["--state_mode=keep"], "--state_mode must be one of carry, reset, stored (got 'keep')"),
+    (["--state_mode=keep"],
+     "--state_mode must be one of carry, reset, stored, windows (got "
+     "'keep')"),
     (["--task=text"], "--task=text needs --text_file=PATH"),
     (["--task=text", "--text_file=/nonexistent"],
      "--text_file '/nonexistent' does not exist."),

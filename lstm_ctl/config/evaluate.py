@@ -21,8 +21,10 @@ class EvalConfig:
     model_dir: Optional[str] = setting(None, "A model dir written by "
                                        "train.py.")
     checkpoint: Optional[str] = setting(
-        None, "Evaluate this checkpoint: a path, best (the best by held-out "
-        "loss, kept in <model_dir>/best) or latest (the default).")
+        None, "Evaluate this checkpoint: a path, best (the best by "
+        "validation, kept in <model_dir>/best) or latest. Default: best for "
+        "a run validated on its history (--validate_on=history), else "
+        "latest.")
     all: bool = setting(False, "Evaluate every checkpoint, oldest first, "
                         "writing eval summaries at each checkpoint's step.")
     watch: bool = setting(False, "Evaluate each new checkpoint as it "
@@ -47,12 +49,15 @@ class EvalConfig:
         None, "Write the one-step predictions of the hold-out here (data "
         "units).")
     forecast: int = setting(
-        0, "Forecast this many steps, feeding each prediction back (needs "
-        "every input column to be a target); reports forecast RMSE on the "
-        "hold-out (sine, csv).", AT_LEAST_0)
+        0, "Forecast H steps, feeding each prediction back (needs every "
+        "input column to be a target): reports the RMSE of the hold-out "
+        "forecast (holdout_forecast_*: the first H hold-out rows forecast "
+        "from the end of the history; sine, csv); --forecast_csv writes the "
+        "future forecast.", AT_LEAST_0)
     forecast_csv: Optional[str] = setting(
-        None, "Write the --forecast steps after each whole series here (data "
-        "units).")
+        None, "Write the future forecast here: the --forecast steps after "
+        "each whole series (history and hold-out), data units, with their "
+        "times when the time column steps regularly.")
     plot: Optional[str] = setting(None, "Also write the predictions figure "
                                   "to this PNG file.")
     output_json: Optional[str] = setting(None, "Also write the rows and the "

@@ -50,10 +50,13 @@ def field_problems(config):
 
 
 
-def define_flags(flag_values, cls, defaults=None):
+def define_flags(flag_values, cls, defaults=None, chosen=(),
+                 chosen_help=""):
     """Defines one absl flag per setting of `cls` in `flag_values`, named
     after the field, with its default and help. Checks are left to
-    `validate`, so a bad value gets the same message as from Python."""
+    `validate`, so a bad value gets the same message as from Python.
+    `chosen`: settings whose flag defaults to None (chosen later, e.g. from
+    the data), `chosen_help` added to their help."""
     from absl import flags
     defaults = defaults or cls()
     for path, f in _leaves(cls):
@@ -61,6 +64,8 @@ def define_flags(flag_values, cls, defaults=None):
             continue
         name, default = path[-1], _get(defaults, path)
         help_text = f.metadata.get("help", "")
+        if name in chosen:
+            default, help_text = None, f"{help_text} {chosen_help}"
         choices = f.metadata.get("choices")
         if choices:
             help_text += f" One of: {', '.join(choices)}."

@@ -12,12 +12,13 @@ from lstm_ctl.config.fields import (
     AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, field_problems, setting)
 
 TASKS = ("sine", "text", "csv")
-STATE_MODES = ("carry", "reset", "stored")
+STATE_MODES = ("carry", "reset", "stored", "windows")
 INITIAL_STATE_MODES = ("zeros", "learned")
 LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 MISSING_MODES = ("error", "ffill", "drop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+VALIDATE_ON = ("holdout", "history")
 CONFIG_FILE = "config.json"
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,9 @@ class TrainConfig:
         "carry", "carry: the state flows from batch to batch (truncated "
         "BPTT); reset: every shuffled chunk starts from the initial state; "
         "stored: from the state stored for it (the final state of the chunk "
-        "before it, at its latest visit).", choices=STATE_MODES)
+        "before it, at its latest visit); windows: --batch_size windows of "
+        "--seq_len rows from any start in any stream, each from the "
+        "initial state.", choices=STATE_MODES)
     burn_in: int = setting(0, "With --state_mode=reset or stored: run each "
                            "chunk's N previous steps first, without loss or "
                            "gradient.", AT_LEAST_0)
@@ -127,9 +130,18 @@ class TrainConfig:
         "scores; the best checkpoint goes to <model_dir>/best). Default: "
         "--checkpoint_every; 0: off.",
         (lambda v: v is None or v >= 0, ">= 0 (0 turns validation off)"))
+    validate_on: str = setting(
+        "holdout", "holdout: validation scores the hold-out, as evaluate.py "
+        "does; history: the last 10% of each stream's history instead, which "
+        "training then does not read, so the best checkpoint and early "
+        "stopping never see the hold-out (text, csv).",
+        choices=VALIDATE_ON)
     early_stopping: int = setting(
         0, "Stop after N validations without a lower held-out carry loss "
         "(0: never).", AT_LEAST_0)
+
+    # The settings train.py chose from the data (config.json records them).
+    chosen_from_data: Tuple[str, ...] = setting((), "", flag=False)
 
     @property
     def seed(self):
@@ -142,13 +154,17 @@ class TrainConfig:
 
 RULES = (
     (lambda c: True,
-     lambda c: c.burn_in == 0 or c.state_mode != "carry",
-     "--burn_in needs --state_mode=reset or stored (in carry mode the state "
-     "already comes from the stream's previous steps)"),
+     lambda c: c.burn_in == 0 or c.state_mode in ("reset", "stored"),
+     lambda c: f"--burn_in needs --state_mode=reset or stored (got "
+     f"--state_mode={c.state_mode}: "
+     + ("in carry mode the state already comes from the stream's previous "
+        "steps)" if c.state_mode == "carry" else
+        "a window's first steps already run from the initial state)")),
     (lambda c: True,
      lambda c: c.reset_every == 0 or c.state_mode == "carry",
-     "--reset_every needs --state_mode=carry (in reset and stored modes "
-     "every chunk already starts from the initial or its stored state)"),
+     "--reset_every needs --state_mode=carry (in reset, stored and windows "
+     "modes every chunk already starts from the initial or its stored "
+     "state)"),
     (lambda c: c.early_stopping > 0,
      lambda c: eval_every(c) > 0,
      "--early_stopping needs validation: --eval_every must not be 0"),
@@ -253,6 +269,7 @@ def from_dict(values):
     data = dict(values.pop("data"))
     for key in ("target_columns", "input_columns"):
         data[key] = tuple(data.get(key) or ())
+    values["chosen_from_data"] = tuple(values.get("chosen_from_data") or ())
     return TrainConfig(model=model, data=DataConfig(**data), **values)
 
 

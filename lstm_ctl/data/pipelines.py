@@ -68,9 +68,50 @@ def shuffled_dataset(task, arrays, seq_len, seed):
             .prefetch(2))
 
 
-def train_dataset(task, arrays, seq_len, state_mode, seed):
+def window_starts(arrays, seq_len):
+    """Windows mode: `(lane, start)` of every window of `seq_len` steps that
+    lies within a lane's real steps (a lane shorter than that: one window
+    from its start, its padding weighted 0), `[W, 2]` int32."""
+    lengths = (arrays.lengths if arrays.lengths is not None
+               else np.full(arrays.lanes, arrays.steps))
+    return np.array([(lane, start) for lane, n in enumerate(lengths)
+                     for start in range(max(1, int(n) - seq_len + 1))],
+                    np.int32).reshape(-1, 2)
+
+
+def windows_dataset(task, arrays, seq_len, batch_size, seed):
+    """Windows-mode batches: `batch_size` windows of `seq_len` steps, drawn
+    shuffled from every start in every lane (stride 1), each from the
+    initial state. A lane's resets inside a window still restart it."""
+    starts = window_starts(arrays, seq_len)
+    pad = max(0, seq_len - arrays.steps)  # a lane shorter than a window
+    tensors = {k: tf.constant(np.pad(
+        v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)))
+        for k, v in ((k, getattr(arrays, k)) for k in
+                     ("inputs", "targets", "resets", "weights"))}
+    starts_t = tf.constant(starts)
+    features = features_of(task)
+    first = tf.one_hot(0, seq_len, on_value=True, off_value=False)
+
+    def example(i):
+        lane, start = starts_t[i][0], starts_t[i][1]
+        sl = lambda t: t[lane, start:start + seq_len]  # noqa: E731
+        return {"inputs": features(sl(tensors["inputs"])),
+                "targets": sl(tensors["targets"]),
+                "reset_mask": tf.logical_or(sl(tensors["resets"]), first),
+                "weights": sl(tensors["weights"])}
+
+    return (tf.data.Dataset.range(len(starts))
+            .shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
+            .repeat().map(example).batch(batch_size, drop_remainder=True)
+            .prefetch(2))
+
+
+def train_dataset(task, arrays, seq_len, state_mode, seed, batch_size=None):
     if state_mode == "carry":
         return stream_dataset(task, arrays, seq_len)
+    if state_mode == "windows":
+        return windows_dataset(task, arrays, seq_len, batch_size, seed)
     return shuffled_dataset(task, arrays, seq_len, seed)
 
 

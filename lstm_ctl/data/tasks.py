@@ -38,6 +38,8 @@ class StreamArrays:
     # csv: the targets of row t itself ([B, N, O], gaps filled), for the
     # repeat-last-value baseline.
     last_targets: Optional[np.ndarray] = None
+    # The real (unpadded) steps of each lane [B]; None: every step.
+    lengths: Optional[np.ndarray] = None
 
     @property
     def lanes(self):
@@ -141,6 +143,20 @@ def lay_out(pairs, lanes, per_lane, steps):
             (steps - len(p),) + a.shape[1:], a.dtype)]) for p in pieces]))
     arrays = StreamArrays(*out)
     arrays.resets[:, 0] = True
+    return arrays
+
+
+def stream_lanes(series):
+    """Windows mode: the train pairs of each stream in a lane of its own
+    (padded with weight 0 to the longest), with each lane's real length."""
+    per_stream = [series_pairs([s], "train") for s in series]
+    lengths = np.array([len(p[0]) for p in per_stream])
+    steps = int(lengths.max())
+    parts = [lay_out(p, 1, steps, steps) for p in per_stream]
+    arrays = StreamArrays(*[np.concatenate([getattr(a, k) for a in parts])
+                            for k in ("inputs", "targets", "resets",
+                                      "weights", "last_targets")])
+    arrays.lengths = lengths
     return arrays
 
 
@@ -331,23 +347,55 @@ def _write_json(path, value):
     files.write_json(path, value)
 
 
-def build_task(config, split="train", model_dir=".", frame=None):
+def _train_windows_arrays(config, series, name):
+    arrays = stream_lanes(series)
+    if int(arrays.lengths.max()) < 2:
+        raise ValueError(f"{name} has fewer than 2 steps per stream: use "
+                         "more data.")
+    return arrays
+
+
+def history_split(series):
+    """`--validate_on=history`: each stream cut to its history [0, cut),
+    whose own last 10% becomes the rows validation scores; training reads
+    only the rows before them, and never the hold-out."""
+    out = []
+    for s in series:
+        end = max(s.cut, 2)
+        out.append(Series(s.name, s.inputs[:end], s.targets[:end],
+                          s.weights[:end], s.times[:end], holdout_cut(end)))
+    return out
+
+
+def build_task(config, split="train", model_dir=".", frame=None,
+               state_mode=None, validate_on="holdout"):
     """`(Task, StreamArrays)` for `config` (a DataConfig); split train/eval.
 
     A vocabulary or normalisation saved in `model_dir` is used when present;
     nothing is written (see `save_task_files`). `frame`: a pandas DataFrame
-    read instead of `config.csv_file` (see `frame_task`).
+    read instead of `config.csv_file` (see `frame_task`). `state_mode=
+    "windows"` (train split, text/csv): one lane per stream, for windows
+    drawn from anywhere in it (`pipelines.windows_dataset`).
+    `validate_on="history"` (train split, text/csv): train on the rows
+    before each history's last 10% (`history_split`).
     """
     config = _with_frame(config, frame)
+    windows = state_mode == "windows" and split == "train"
     if config.task == "sine":
         task, arrays = sine_task(config, split)
     else:
         task, series = eval_series(config, model_dir, frame)
+        if validate_on == "history" and split == "train":
+            series = history_split(series)
         source = (tables.DATAFRAME if frame is not None else repr(
             config.text_file if config.task == "text" else config.csv_file))
+        name = f"the {split} part of {source}"
+        if windows:
+            return task, _train_windows_arrays(config, series, name)
         arrays = series_arrays(series, split, config.batch_size,
-                               config.seq_len,
-                               f"the {split} part of {source}")
+                               config.seq_len, name)
+    if windows:
+        return task, arrays
     if arrays.steps < config.seq_len:
         fix = f"--seq_len={arrays.steps} or less" + (
             ", or a smaller --batch_size" if config.batch_size > 1 else "")

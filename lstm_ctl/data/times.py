@@ -124,3 +124,41 @@ def _time_keys(column, kept, where, name):
            "--time_column (a time column holds one kind of time).")
     return keys, text.tolist(), (
         i, f"{where(i)}, column {name!r}: {raw.iloc[i]!r} {why}")
+
+
+def future_times(times, horizon):
+    """The `horizon` time cells after `times` (a stream's cells as written)
+    when they step regularly, written as they are: numbers by their constant
+    step, quarters (1974Q1) and months (1995-01) by one period, ISO dates
+    and datetimes by the frequency pandas infers (daily, weekly, monthly,
+    ...). None when there is no regular step (gaps, one row, other forms).
+    """
+    cells = pd.Series([str(t).strip() for t in times])
+    if len(cells) < 2 or horizon < 1:
+        return None
+    numbers = pd.to_numeric(cells, errors="coerce")
+    if numbers.notna().all():
+        step = np.diff(numbers.to_numpy(float))
+        if step[0] == 0 or not np.allclose(step, step[0]):
+            return None
+        out = numbers.iloc[-1] + step[0] * np.arange(1, horizon + 1)
+        whole = (cells.str.fullmatch(r"-?\d+").all()
+                 and float(step[0]).is_integer())
+        return [str(int(round(v))) if whole else f"{v:.10g}" for v in out]
+    for pattern, freq in ((r"\d{4}Q[1-4]", "Q"), (r"\d{4}-\d{2}", "M")):
+        if cells.str.fullmatch(pattern, case=False).all():
+            periods = pd.PeriodIndex(cells.str.upper(), freq=freq)
+            if not (np.diff(periods.asi8) == 1).all():
+                return None
+            return [str(periods[-1] + k) for k in range(1, horizon + 1)]
+    stamps = pd.to_datetime(cells, format="ISO8601", errors="coerce")
+    if stamps.isna().any() or len(cells) < 3:
+        return None
+    freq = pd.infer_freq(pd.DatetimeIndex(stamps))
+    if freq is None:
+        return None
+    future = pd.date_range(stamps.iloc[-1], periods=horizon + 1,
+                           freq=freq)[1:]
+    dated = cells.str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+    return [t.strftime("%Y-%m-%d") if dated else t.isoformat()
+            for t in future]

@@ -166,8 +166,10 @@ class Evaluator:
         """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
         (restored first unless `restore=False`): carry and/or reset, then
         naive (the naive baseline on the same steps); then with a horizon
-        the forecast rows `{..., state_mode: forecast_carry|forecast_reset|
-        forecast_naive, horizon, rmse}`. Adds to `self.warnings` what
+        the hold-out forecast rows `{..., state_mode: holdout_forecast_carry|
+        holdout_forecast_reset|holdout_forecast_naive, horizon, rmse}` (the
+        first `horizon` hold-out rows forecast from the end of the history).
+        Adds to `self.warnings` what
         should not be trusted. Keeps the predictions and the figure in
         `self.last`; the figure also goes to TensorBoard."""
         step = (self.restore(path) if restore
@@ -209,7 +211,8 @@ class Evaluator:
     def write_outputs(self, predictions_csv=None, forecast_csv=None,
                       plot=None):
         """Files of the last evaluated checkpoint: the hold-out predictions,
-        the forecast after each whole series, the figure. Returns paths."""
+        the future forecast (after each whole series), the figure. Returns
+        paths."""
         written = []
         if predictions_csv:
             forecast.write_csv(predictions_csv, forecast.PREDICTION_HEADER,

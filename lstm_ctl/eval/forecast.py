@@ -11,12 +11,12 @@ import csv
 import io
 
 import numpy as np
-import tensorflow as tf
 
 from lstm_ctl.data import tasks as data
-from lstm_ctl.core.state import LSTMState
+from lstm_ctl.data.times import future_times
 from lstm_ctl.run import holdout
-from lstm_ctl.run.holdout import WARMUP_CHUNK, _pad, spans  # noqa: F401
+from lstm_ctl.run.holdout import (  # noqa: F401
+    WARMUP_CHUNK, _pad, feedback, spans)
 
 PLOT_HISTORY = 50       # history rows shown before the hold-out
 PLOT_STEPS = 150        # hold-out rows shown (at least the forecast's)
@@ -28,51 +28,16 @@ def _rmse(pred, actual, weights):
     return float(np.sqrt((err * weights).sum() / max(weights.sum(), 1e-12)))
 
 
-def feedback(task):
-    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out; text:
-    the most likely character). A ValueError when some input column is not
-    a target: it has no future.
-    """
-    if task.loss == "xent":
-        return lambda y: tf.one_hot(tf.argmax(y, -1), task.input_dim)
-    if task.input_columns is None:
-        return lambda y: y
-    missing = [c for c in task.input_columns if c not in task.target_columns]
-    if missing:
-        raise ValueError(
-            f"--forecast feeds the model's predictions back as its next "
-            f"inputs, so every input column must be a target; input "
-            f"column(s) {missing} are not targets {task.target_columns} and "
-            "have no future. Train with them in --target_columns to "
-            "forecast.")
-    idx = [task.target_columns.index(c) for c in task.input_columns]
-    return lambda y: tf.gather(y, idx, axis=-1)
+def primary_forecast(state_mode):
+    """The forecast a run's state mode is trained for: from the carried
+    state of the whole history (carry, stored), or from the initial state
+    warmed up over the last `seq_len` rows (reset, windows)."""
+    return "holdout_forecast_" + holdout.forecast_mode(state_mode)
 
 
 class Forecaster(holdout.Runner):
-    """The hold-out runner (warm-up, predictions, scores: run/holdout.py)
-    plus roll-outs, one lane per stream."""
-
-    def __init__(self, model, task, seq_len):
-        super().__init__(model, task, seq_len)
-        state_spec = tuple(
-            LSTMState(tf.TensorSpec([None, model.units], tf.float32),
-                      tf.TensorSpec([None, model.units], tf.float32))
-            for _ in range(model.num_layers))
-        self._step = tf.function(model.step, input_signature=[
-            tf.TensorSpec([None, task.input_dim], tf.float32), state_spec])
-
-    def rollout(self, state, x_last, horizon):
-        """`[B, horizon, O]` normalised (text: logits): `model.step` on the
-        inputs `x_last` (`[B, D]`, or `[B]` ids) from `state`, then on each
-        of its own predictions."""
-        feed = feedback(self.task)
-        x, ys = self._features(np.asarray(x_last)), []
-        for _ in range(horizon):
-            y, state = self._step(x, state)
-            ys.append(np.asarray(y))
-            x = feed(y)
-        return np.stack(ys, 1)
+    """The hold-out runner (warm-up, predictions, scores, roll-outs and
+    backtests: run/holdout.py), plus the forecast past the data's end."""
 
     def forecast(self, series, horizon):
         """`[B, horizon, O]` in data units (text: logits): the roll-out
@@ -87,31 +52,12 @@ class Forecaster(holdout.Runner):
 
     def skill(self, series, horizon, warm_state=None):
         """Forecasts of the first `horizon` hold-out rows from the end of the
-        history, in data units: `({"forecast_carry": rmse, ...}, paths)`.
-
-        carry: from the state of the whole history; reset: from the state of
-        only its last `seq_len` rows, started from the initial state; naive:
-        the last history value repeated.
-        """
-        sp = spans(series)
-        if warm_state is None:
-            warm_state = self.warm_up(series)
-        x_last = np.stack([s.inputs[a - 1] for s, (a, _) in zip(series, sp)])
-        _, short = self.run([s.inputs[max(a - self.seq_len, 0):a - 1]
-                             for s, (a, _) in zip(series, sp)])
-        paths = {
-            "forecast_carry": self.rollout(warm_state, x_last, horizon),
-            "forecast_reset": self.rollout(short, x_last, horizon),
-            "forecast_naive": np.stack([
-                np.repeat(s.targets[a - 1][None], horizon, 0)
-                for s, (a, _) in zip(series, sp)])}
-        paths = {k: data.denormalize(self.task, v) for k, v in paths.items()}
-        n = [min(horizon, b - a) for a, b in sp]
-        actual = np.concatenate([
-            data.denormalize(self.task, s.targets[a:a + k])
-            for s, (a, _), k in zip(series, sp, n)])
-        weights = np.concatenate([s.weights[a:a + k]
-                                  for s, (a, _), k in zip(series, sp, n)])
+        history, in data units: `({"holdout_forecast_carry": rmse, ...},
+        paths)` (see `holdout.Runner.backtest`)."""
+        paths, actual, weights, n = self.backtest(series, horizon, warm_state)
+        paths = {f"holdout_forecast_{k}": data.denormalize(self.task, v)
+                 for k, v in paths.items()}
+        actual = data.denormalize(self.task, actual)
         rmse = {name: _rmse(np.concatenate([p[i, :k]
                                             for i, k in enumerate(n)]),
                             actual, weights)
@@ -157,21 +103,28 @@ def prediction_rows(task, series, carry, reset, max_steps=0):
 
 
 def forecast_rows(task, series, values):
-    """Rows `[stream, step, column, forecast]`, step 1..H, data units
-    (text: the characters)."""
+    """Rows `[stream, step, time, column, future_forecast]` of the future
+    forecast (the steps after each whole series), step 1..H, data units
+    (text: the characters); `time` is the step's time when the stream's
+    times step regularly (`times.future_times`), else empty."""
     cols = _columns(task)
-    if task.loss == "xent":
-        return [[s.name, h + 1, cols[0], task.vocab[int(i)]]
-                for s, ids in zip(series, values.argmax(-1))
-                for h, i in enumerate(ids)]
-    return [[s.name, h + 1, name, _fmt(values[i, h, c])]
-            for i, s in enumerate(series) for h in range(values.shape[1])
-            for c, name in enumerate(cols)]
+    rows = []
+    for i, s in enumerate(series):
+        horizon = values.shape[1]
+        times = future_times(s.times, horizon) or [""] * horizon
+        for h in range(horizon):
+            for c, name in enumerate(cols):
+                if task.loss == "xent":
+                    value = task.vocab[int(values[i, h].argmax(-1))]
+                else:
+                    value = _fmt(values[i, h, c])
+                rows.append([s.name, h + 1, times[h], name, value])
+    return rows
 
 
 PREDICTION_HEADER = ["stream", "time", "column", "actual", "predicted_carry",
                      "predicted_reset"]
-FORECAST_HEADER = ["stream", "step", "column", "forecast"]
+FORECAST_HEADER = ["stream", "step", "time", "column", "future_forecast"]
 
 
 def write_csv(path, header, rows):
@@ -182,9 +135,9 @@ def write_csv(path, header, rows):
 
 
 def format_skill(rows):
-    """A text table of the forecast rows (`rmse` in data units)."""
+    """A text table of the hold-out forecast rows (`rmse` in data units)."""
     width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in rows))
-    line = f"{{:<{width}}}  {{:>7}}  {{:<15}}  {{:>7}}  {{:>10}}"
+    line = f"{{:<{width}}}  {{:>7}}  {{:<22}}  {{:>7}}  {{:>10}}"
     out = [line.format("checkpoint", "step", "forecast", "steps", "rmse")]
     out += [line.format(r["checkpoint"], r["step"], r["state_mode"],
                         r["horizon"], f"{r['rmse']:.5f}") for r in rows]
@@ -235,9 +188,9 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
             ax.plot(rows, data.denormalize(task, reset[i][:n])[:, c],
                     color="tab:red", lw=0.8, alpha=0.7,
                     label="predicted (reset)")
-            styles = {"forecast_carry": ("tab:green", "-"),
-                      "forecast_reset": ("tab:purple", "--"),
-                      "forecast_naive": ("gray", ":")}
+            styles = {"holdout_forecast_carry": ("tab:green", "-"),
+                      "holdout_forecast_reset": ("tab:purple", "--"),
+                      "holdout_forecast_naive": ("gray", ":")}
             for name, values in (paths or {}).items():
                 color, ls = styles[name]
                 m = min(horizon, len(carry[i]))

@@ -89,8 +89,8 @@ def best_dir(model_dir):
 
 
 def best_checkpoint(model_dir):
-    """The best checkpoint (by held-out carry loss) that training kept in
-    `<model_dir>/best`, or None."""
+    """The best checkpoint (by the validation score of the run's state mode)
+    that training kept in `<model_dir>/best`, or None."""
     return tf.train.latest_checkpoint(best_dir(model_dir))
 
 

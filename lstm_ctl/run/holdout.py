@@ -21,6 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from lstm_ctl.core.state import LSTMState
 from lstm_ctl.data import losses
 
 WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
@@ -100,11 +101,108 @@ def naive_outputs(task, series, max_steps=0):
     return out
 
 
+def feedback(task):
+    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out; text:
+    the most likely character). A ValueError when some input column is not
+    a target: it has no future.
+    """
+    if task.loss == "xent":
+        return lambda y: tf.one_hot(tf.argmax(y, -1), task.input_dim)
+    if task.input_columns is None:
+        return lambda y: y
+    missing = [c for c in task.input_columns if c not in task.target_columns]
+    if missing:
+        raise ValueError(
+            f"--forecast feeds the model's predictions back as its next "
+            f"inputs, so every input column must be a target; input "
+            f"column(s) {missing} are not targets {task.target_columns} and "
+            "have no future. Train with them in --target_columns to "
+            "forecast.")
+    idx = [task.target_columns.index(c) for c in task.input_columns]
+    return lambda y: tf.gather(y, idx, axis=-1)
+
+
+def forecast_mode(state_mode):
+    """The start state a run's forecasts come from: "carry" (the state of
+    the whole history; carry and stored training) or "reset" (the initial
+    state warmed up over the last `seq_len` rows; reset and windows)."""
+    return "reset" if state_mode in ("reset", "windows") else "carry"
+
+
 class Runner:
     """Runs one model over `data.Series` streams, one lane per stream."""
 
     def __init__(self, model, task, seq_len):
         self.model, self.task, self.seq_len = model, task, seq_len
+        self._step = None
+
+    def rollout(self, state, x_last, horizon):
+        """`[B, horizon, O]` normalised (text: logits): `model.step` on the
+        inputs `x_last` (`[B, D]`, or `[B]` ids) from `state`, then on each
+        of its own predictions."""
+        if self._step is None:
+            model = self.model
+            state_spec = tuple(
+                LSTMState(tf.TensorSpec([None, model.units], tf.float32),
+                          tf.TensorSpec([None, model.units], tf.float32))
+                for _ in range(model.num_layers))
+            self._step = tf.function(model.step, input_signature=[
+                tf.TensorSpec([None, self.task.input_dim], tf.float32),
+                state_spec])
+        feed = feedback(self.task)
+        x, ys = self._features(np.asarray(x_last)), []
+        for _ in range(horizon):
+            y, state = self._step(x, state)
+            ys.append(np.asarray(y))
+            x = feed(y)
+        return np.stack(ys, 1)
+
+    def backtest(self, series, horizon, warm_state=None,
+                 modes=("carry", "reset", "naive")):
+        """Forecasts of the first `horizon` hold-out rows of each stream from
+        the end of its history, using only rows before the hold-out:
+        `(paths, actual, weights, n)`. `paths`: `{"carry", "reset",
+        "naive"}` -> `[B, horizon, O]` normalised; carry: from the state of
+        the whole history (or `warm_state`); reset: from the initial state
+        warmed up over only the last `seq_len` history rows; naive: the last
+        history value repeated. `actual` `[sum n, O]` and `weights` are the
+        `n[i] = min(horizon, hold-out rows)` rows forecast, concatenated.
+        `modes`: the paths to compute."""
+        sp = spans(series)
+        x_last = np.stack([s.inputs[a - 1] for s, (a, _) in zip(series, sp)])
+        paths = {}
+        if "carry" in modes:
+            if warm_state is None:
+                warm_state = self.warm_up(series)
+            paths["carry"] = self.rollout(warm_state, x_last, horizon)
+        if "reset" in modes:
+            _, short = self.run([s.inputs[max(a - self.seq_len, 0):a - 1]
+                                 for s, (a, _) in zip(series, sp)])
+            paths["reset"] = self.rollout(short, x_last, horizon)
+        if "naive" in modes:
+            paths["naive"] = np.stack([
+                np.repeat(s.targets[a - 1][None], horizon, 0)
+                for s, (a, _) in zip(series, sp)])
+        n = [min(horizon, b - a) for a, b in sp]
+        actual = np.concatenate([s.targets[a:a + k]
+                                 for s, (a, _), k in zip(series, sp, n)])
+        weights = np.concatenate([s.weights[a:a + k]
+                                  for s, (a, _), k in zip(series, sp, n)])
+        return paths, actual, weights, n
+
+    def forecast_scores(self, series, horizon, modes):
+        """`{mode: {"loss", "rmse"}}`: the backtests of `modes` over the
+        first `horizon` hold-out rows (normalised units: loss is the MSE)."""
+        paths, actual, weights, n = self.backtest(series, horizon,
+                                                  modes=modes)
+        out = {}
+        for mode in modes:
+            pred = np.concatenate([paths[mode][i, :k]
+                                   for i, k in enumerate(n)])
+            err = ((pred - actual) ** 2).mean(-1)
+            mse = float((err * weights).sum() / max(weights.sum(), 1e-12))
+            out[mode] = {"loss": mse, "rmse": float(np.sqrt(mse))}
+        return out
 
     def _features(self, x):
         if self.task.loss == "xent":
@@ -206,7 +304,9 @@ def state_horizon(arrays, seq_len, state_mode, burn_in=0, reset_every=0):
     """The most steps over which training carried a state before a trained
     step: in carry and stored mode, the longest stretch of a lane without a
     reset (within the chunks trained on; `reset_every` caps it); in reset
-    mode, one chunk and its burn-in."""
+    mode, one chunk and its burn-in; in windows mode, one window."""
+    if state_mode == "windows":
+        return seq_len
     if state_mode == "reset":
         return seq_len + burn_in
     used = (arrays.steps // seq_len) * seq_len

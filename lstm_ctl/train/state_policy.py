@@ -3,6 +3,9 @@
 - "carry": the final state of batch k, through `tf.stop_gradient`, starts
   batch k+1 (batches in stream order, truncated backprop through time).
 - "reset": shuffled chunks, each from the initial state.
+- "windows": `batch_size` windows of `seq_len` steps drawn from any start
+  in any stream (stride 1), each from the initial state (random windows, as
+  forecasting libraries train on a short series).
 - "stored": shuffled chunks, each from the state stored for it: the state
   its predecessor (the chunk before it in the same stream) reached where
   this chunk's window starts, the last time the predecessor was trained;
@@ -84,6 +87,7 @@ class StatePolicy:
         self.mode, self.burn_in = config.state_mode, config.burn_in
         self.seq_len = config.data.seq_len
         self.seed = config.seed
+        self.batch_size = config.data.batch_size
         # Reset mode without a burn-in keeps the plain shuffled pipeline.
         self.windowed = self.mode == "stored" or self.burn_in > 0
         self.table = None
@@ -101,7 +105,8 @@ class StatePolicy:
     def dataset(self, task, arrays, shuffle=True):
         if not self.windowed:
             return pipelines.train_dataset(task, arrays, self.seq_len,
-                                           self.mode, self.seed)
+                                           self.mode, self.seed,
+                                           self.batch_size)
         return pipelines.window_dataset(task, arrays, self.seq_len,
                                         self.burn_in, self.seed,
                                         shuffle=shuffle)

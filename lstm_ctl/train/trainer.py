@@ -65,14 +65,23 @@ class Trainer:
 
     def __init__(self, config, out=None, strategy=None, task=None):
         """`task`: the `(Task, StreamArrays)` that `data.build_task` gave
-        for this config, when the caller has read the data already."""
+        for this config, when the caller has read the data already.
+        Settings left None are filled as train.py fills them
+        (config/defaults.py)."""
+        from lstm_ctl.config import defaults
+        config = config_lib.with_saved_input_columns(config)
+        config, chosen, rows = defaults.resolve(config)
+        if chosen and rows:
+            print(defaults.describe(chosen, rows), file=out or sys.stdout)
         config_lib.validate(config)
         config = config_lib.with_absolute_paths(config)
         config = config_lib.with_saved_input_columns(config)
         self.model_dir = config.model_dir
         # Bad data stops here, before the model dir is touched.
         self.task, self.arrays = task or data.build_task(
-            config.data, "train", self.model_dir)
+            config.data, "train", self.model_dir,
+            state_mode=config.state_mode,
+            validate_on=config.validate_on)
         config = config_lib.with_input_columns(config,
                                                self.task.input_columns)
         self.config = config
@@ -324,12 +333,14 @@ class Trainer:
         scores = v.evaluate(step, save_best)
         line = v.line(step, scores)
         self._print(line)
-        log.note = (f"held-out {scores['carry']['loss']:.5f} (best "
+        log.note = (f"{v.where} {v.criterion} "
+                    f"{scores[v.criterion]['loss']:.5f} (best "
                     f"{v.best['loss']:.5f} @ {v.best['step']})")
         if v.should_stop and step < self.config.train_steps:
             self.early_stopped = True
             self._print(f"Early stopping at step {step}: no improvement of "
-                        f"the held-out carry loss in {v.stale} evaluations "
+                        f"the {v.where} {v.criterion} loss in {v.stale} "
+                        "evaluations "
                         f"(--early_stopping={v.patience}); best "
                         f"{v.best['loss']:.5f} at step {v.best['step']}.")
 
@@ -389,7 +400,8 @@ class Trainer:
                         f"{self.config.train_steps}).")
         self._print(f"Checkpoint: {self.checkpoints.latest}")
         if v is not None and v.best:
-            self._print(f"Best: {v.best['checkpoint']} (held-out carry loss "
+            self._print(f"Best: {v.best['checkpoint']} ({v.where} "
+                        f"{v.criterion} loss "
                         f"{v.best['loss']:.5f}, step {v.best['step']}); "
                         f"evaluate it with --checkpoint=best.")
         return result

@@ -2,7 +2,9 @@
 scored as `evaluate.py` scores it (run/holdout.py: carry after the warm-up
 over each stream's history, reset, naive), logged to TensorBoard under the
 run's eval runs (`eval/history/<mode>`), and the best checkpoint by the
-held-out carry loss is kept in `<model_dir>/best`, apart from the latest
+held-out loss of the trained state mode (carry for carry and stored
+training; reset, each chunk from the initial state, for reset and windows
+training) is kept in `<model_dir>/best`, apart from the latest
 ones, so `max_to_keep` never deletes it. `early_stopping=P` stops after P
 evaluations without improvement.
 
@@ -26,6 +28,31 @@ HISTORY_FILE = "validation.json"
 WARMUP = "history"
 
 
+FORECAST_STEPS = 52  # the most rows the forecast criterion covers
+
+
+def can_forecast(task):
+    """Numbers whose every input is a target: a roll-out can be scored."""
+    if task.loss == "xent":
+        return False
+    try:
+        holdout.feedback(task)
+    except ValueError:
+        return False
+    return True
+
+
+def criterion(state_mode, task):
+    """The held-out score that picks the best checkpoint, the one the
+    trained state mode is for: "carry" (carry, stored), "reset" (reset), or
+    in windows mode "forecast": the roll-out from the validation rows'
+    start, warmed up over the last `seq_len` rows before them (RMSE of its
+    first FORECAST_STEPS rows, normalised), where the task can forecast."""
+    if state_mode == "windows" and can_forecast(task):
+        return "forecast"
+    return holdout.forecast_mode(state_mode)
+
+
 class Validation:
     """Scores the hold-out of a run and keeps its best checkpoint."""
 
@@ -38,8 +65,14 @@ class Validation:
         self.task = task
         self.metric = task.metric
         _, self.series = data.eval_series(config, model_dir)
+        if config.validate_on == "history" and config.data.task != "sine":
+            self.series = data.history_split(self.series)
         self.runner = holdout.Runner(model, task, config.data.seq_len)
         self.patience = config.early_stopping
+        self.criterion = criterion(config.state_mode, task)
+        # What the scores are of: the hold-out, or the history's end.
+        self.where = ("validation" if config.validate_on == "history"
+                      and config.data.task != "sine" else "held-out")
         self.best_dir = checkpoints.best_dir(run_dir)
         self.manager = tf.train.CheckpointManager(
             checkpoint, self.best_dir, max_to_keep=1,
@@ -91,11 +124,17 @@ class Validation:
         the best manager when they are the best so far. Returns the scores
         `{"carry"|"reset"|"naive": {"loss", <metric>}}`."""
         scores, _ = self.runner.scores(self.series, WARMUP)
-        improved = self.best is None or scores["carry"]["loss"] < \
-            self.best["loss"]
+        if self.criterion == "forecast":
+            backtests = self.runner.forecast_scores(
+                self.series, FORECAST_STEPS, ("reset", "naive"))
+            scores.update(forecast=backtests["reset"],
+                          forecast_naive=backtests["naive"])
+        loss = scores[self.criterion]["loss"]
+        improved = self.best is None or loss < self.best["loss"]
         if improved:
             save_best(self.manager)
-            self.best = {"step": int(step), "loss": scores["carry"]["loss"],
+            self.best = {"step": int(step), "loss": loss,
+                         "mode": self.criterion,
                          "checkpoint": self.manager.latest_checkpoint}
         self.history = [h for h in self.history if h["step"] < step]
         self.history.append({"step": int(step), **scores})
@@ -115,9 +154,13 @@ class Validation:
         c, r, n = (scores[k] for k in holdout.SCORED_MODES)
         m = self.metric
         best = self.best
-        return (f"held-out at step {step}: carry loss {c['loss']:.5f} "
-                f"({m} {c[m]:.4f})  reset {r['loss']:.5f}  naive "
-                f"{n['loss']:.5f}  |  best {best['loss']:.5f} at step "
+        f = (f"  forecast {scores['forecast']['loss']:.5f} (naive "
+             f"{scores['forecast_naive']['loss']:.5f})"
+             if "forecast" in scores else "")
+        return (f"{self.where} at step {step}: carry loss {c['loss']:.5f} "
+                f"({m} {c[m]:.4f})  reset {r['loss']:.5f}{f}  naive "
+                f"{n['loss']:.5f}  |  best {self.criterion} "
+                f"{best['loss']:.5f} at step "
                 f"{best['step']}" + ("  (new best)" if best["step"] == step
                                      else f"  ({self.stale} without "
                                      "improvement)"))
@@ -127,14 +170,18 @@ class Validation:
         last = self.last
         if last is None:
             return None
-        c, r, n = (last[k]["loss"] for k in holdout.SCORED_MODES)
+        other = "reset" if self.criterion == "carry" else "carry"
+        naive = "naive"
+        if self.criterion == "forecast":
+            other, naive = "reset", "forecast_naive"
+        c, r, n = (last[k]["loss"] for k in (self.criterion, other, naive))
         ratio = n / max(c, 1e-12)
         than = (f"{ratio:.1f}x lower" if ratio >= 1 else
                 f"{c / max(n, 1e-12):.1f}x higher: not better than the "
                 "baseline")
-        return (f"held-out carry loss {c:.5f} at step {last['step']} vs "
-                f"naive {self.task.baseline_name} baseline {n:.5f} ({than}; "
-                f"reset {r:.5f})")
+        return (f"{self.where} {self.criterion} loss {c:.5f} at step "
+                f"{last['step']} vs naive {self.task.baseline_name} baseline "
+                f"{n:.5f} ({than}; {other} {r:.5f})")
 
     def close(self):
         for w in self.writers.values():

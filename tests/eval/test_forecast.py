@@ -147,14 +147,18 @@ def test_predictions_forecast_csvs_images_and_plot(csv_dir, tmp_path):
                                              abs=1e-5)
 
     fc_rows = _read_csv(fc)
-    assert fc_rows[0] == ["stream", "step", "column", "forecast"]
-    assert [(int(s), c) for _, s, c, _ in fc_rows[1:]] == [
-        (h, c) for h in range(1, 5) for c in ("b", "a", "c")]
+    assert fc_rows[0] == ["stream", "step", "time", "column",
+                          "future_forecast"]
+    # The steps after the whole file: rows length .. length + 3 (the time
+    # of a file without a time column is the row index).
+    assert [(int(s), int(t), c) for _, s, t, c, _ in fc_rows[1:]] == [
+        (h, length - 1 + h, c) for h in range(1, 5) for c in ("b", "a", "c")]
 
     skill = [r for r in json.loads((tmp_path / "o.json").read_text())["rows"]
              if "horizon" in r]
     assert [r["state_mode"] for r in skill] == [
-        "forecast_carry", "forecast_reset", "forecast_naive"]
+        "holdout_forecast_carry", "holdout_forecast_reset",
+        "holdout_forecast_naive"]
     # Naive: the last history row repeated, against hold-out rows, by hand.
     naive = raw[cut - 1][[1, 0, 2]]
     truth = raw[cut:cut + 4][:, [1, 0, 2]]
@@ -199,10 +203,10 @@ def test_forecast_equals_a_step_loop_fed_its_own_predictions(csv_dir):
     cut, seq = ev.series[0].cut, ev.config.data.seq_len
     _, paths = ev.forecaster.skill(ev.series, 5)
     _, history = model(scaled[None, :cut - 1])
-    np.testing.assert_allclose(paths["forecast_carry"][0],
+    np.testing.assert_allclose(paths["holdout_forecast_carry"][0],
                                step_loop(history, scaled[cut - 1], 5), **tol)
     _, short = model(scaled[None, cut - seq:cut - 1])
-    np.testing.assert_allclose(paths["forecast_reset"][0],
+    np.testing.assert_allclose(paths["holdout_forecast_reset"][0],
                                step_loop(short, scaled[cut - 1], 5), **tol)
     # Data units: the forecast of b lives near b's scale, not near 0.
     assert abs(values[0, 0, 0] - raw[:, 1].mean()) < 3 * raw[:, 1].std()
@@ -263,7 +267,8 @@ def test_text_predictions_are_characters_and_argmax(tmp_path):
         x = vocab[int(np.argmax(y[0]))]
         greedy.append(x)
     assert _read_csv(tmp_path / "f.csv")[1:] == [
-        ["t.txt", str(h + 1), "char", ch] for h, ch in enumerate(greedy)]
+        ["t.txt", str(h + 1), str(len(body) + h), "char", ch]
+        for h, ch in enumerate(greedy)]
 
 
 def test_forecast_from_the_carried_state_beats_the_naive_one(tmp_path):
@@ -273,4 +278,4 @@ def test_forecast_from_the_carried_state_beats_the_naive_one(tmp_path):
     rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run),
                                   write_summaries=False, restore=False)
     rmse = {r["state_mode"]: r["rmse"] for r in rows if "horizon" in r}
-    assert rmse["forecast_carry"] < rmse["forecast_naive"]
+    assert rmse["holdout_forecast_carry"] < rmse["holdout_forecast_naive"]

@@ -1,0 +1,258 @@
+"""Forecast quality on public series: lstm_ctl against darts' LSTM and naive.
+
+    python benchmarks/forecast_quality.py              # every series, 3 seeds
+    python benchmarks/forecast_quality.py --series=nile --seeds=0
+
+Needs darts and statsmodels beside lstm_ctl (for this benchmark only; the
+series are statsmodels' bundled datasets, nothing is downloaded):
+
+    .venv/bin/pip install torch==2.13.0 darts statsmodels pytorch-lightning
+
+Protocol, the same for every model: the last 10% of each series is held out
+(lstm_ctl's own split); the forecast starts at the end of the training part
+and covers the first H = min(held-out rows, 52) held-out rows; RMSE in data
+units; every model sees only the training part. Each model runs with 3
+seeds; the table shows the mean RMSE and the worst/best seed.
+
+- naive: the last training value repeated.
+- darts LSTM: `RNNModel(model="LSTM")` with darts' own defaults (input chunk
+  12, hidden 25, training length 24, 100 epochs, batch 32), on the series
+  min-max scaled by darts' `Scaler`, as darts' examples do.
+- lstm_ctl defaults: `train.py --task=csv --csv_file=F --target_columns=C`
+  and nothing else: the settings lstm_ctl chooses from the data; the score is
+  the hold-out forecast of the mode it was trained in, at the checkpoint
+  `evaluate.py` uses by default: the best one when validation ran on the
+  history's end (never on the hold-out scored here), else the last.
+- further lstm_ctl settings with `--extra NAME='--flag=v --flag=v'`.
+
+Results (one JSON line per run) are cached in --out_dir and read back.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MAX_HORIZON = 52
+
+
+def _load(module):
+    import importlib
+    return importlib.import_module(f"statsmodels.datasets.{module}").load(
+    ).data
+
+
+def nile():
+    d = _load("nile")
+    return d.assign(year=d["year"].astype(int)), "year", "volume"
+
+
+def sunspots():
+    d = _load("sunspots")
+    return d.assign(YEAR=d["YEAR"].astype(int)), "YEAR", "SUNACTIVITY"
+
+
+def elec_equip():
+    d = _load("elec_equip")
+    d = d.rename(columns={d.columns[0]: "index"})
+    d.index = d.index.strftime("%Y-%m")
+    return d.rename_axis("month").reset_index(), "month", "index"
+
+
+def co2():
+    d = _load("co2")
+    d.index = d.index.strftime("%Y-%m-%d")
+    return d.rename_axis("week").reset_index(), "week", "co2"
+
+
+SERIES = {  # name: (loader, description)
+    "nile": (nile, "river flows (Nile), yearly, 100 rows"),
+    "sunspots": (sunspots, "sunspots, yearly, 309 rows"),
+    "elec_equip": (elec_equip, "industrial index (EU electrical equipment), "
+                   "monthly, 257 rows"),
+    "co2": (co2, "CO2 at Mauna Loa, weekly, 2,284 rows (59 missing: "
+            "filled forward)"),
+}
+
+
+def split(values):
+    from lstm_ctl.data.readers import holdout_cut
+    cut = holdout_cut(len(values))
+    return cut, min(len(values) - cut, MAX_HORIZON)
+
+
+def filled(values):
+    """Missing values filled forward (the first from the next)."""
+    import pandas as pd
+    return pd.Series(values).ffill().bfill().to_numpy(float)
+
+
+def rmse(pred, actual):
+    return float(np.sqrt(np.mean((np.asarray(pred) - actual) ** 2)))
+
+
+# ------------------------------------------------------------------ models
+def run_naive(frame, value, seed, _):
+    y = filled(frame[value].to_numpy(float))
+    cut, h = split(y)
+    return rmse(np.repeat(y[cut - 1], h), y[cut:cut + h]), {}
+
+
+def run_darts(frame, value, seed, _):
+    import logging
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    from darts import TimeSeries
+    from darts.dataprocessing.transformers import Scaler
+    from darts.models import RNNModel
+    y = filled(frame[value].to_numpy(float))
+    cut, h = split(y)
+    scaler = Scaler()
+    train = scaler.fit_transform(TimeSeries.from_values(y[:cut]))
+    model = RNNModel(model="LSTM", input_chunk_length=12, random_state=seed,
+                     pl_trainer_kwargs={"enable_progress_bar": False,
+                                        "enable_model_summary": False,
+                                        "logger": False,
+                                        "accelerator": "cpu"})
+    model.fit(train, verbose=False)
+    pred = scaler.inverse_transform(model.predict(h, verbose=False))
+    return rmse(pred.values()[:, 0], y[cut:cut + h]), {}
+
+
+def run_lstm_ctl(frame, value, seed, flags, time_column, work):
+    """train.py's run in process (`flags` beside the data flags), then the
+    forecast of the first H held-out rows from the training part's end."""
+    import train as train_py
+    from lstm_ctl import config as config_lib
+    from lstm_ctl.eval.forecast import Forecaster, primary_forecast
+    from lstm_ctl.data import tasks
+    from lstm_ctl.run import checkpoints
+    from lstm_ctl.train import trainer as trainer_lib
+
+    csv = work / "data.csv"
+    frame.to_csv(csv, index=False)
+    model_dir = work / "run"
+    argv = ["train.py", f"--csv_file={csv}", "--task=csv",
+            f"--target_columns={value}", f"--time_column={time_column}",
+            f"--model_dir={model_dir}", f"--seed={seed}", "--log_every=500",
+            *(["--missing=ffill"] if frame[value].isna().any() else []),
+            *flags]
+    config_lib.parse_flags(train_py.FLAGS, argv, "train.py")
+    config = config_lib.from_flags(train_py.FLAGS, config_lib.TrainConfig)
+    out = io.StringIO()
+    start = time.perf_counter()
+    config, _ = train_py.resolve(config, out)
+    trainer = trainer_lib.Trainer(config, out=out)
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.run()
+    seconds = time.perf_counter() - start
+    best = checkpoints.best_checkpoint(str(model_dir))
+    used = "final"
+    if best and trainer.config.validate_on == "history":
+        # Chosen on the history's end, never on the hold-out scored here.
+        checkpoints.restore_model(trainer.model, best)
+        used = best
+    task, series = tasks.eval_series(trainer.config.data, str(model_dir))
+    _, h = split(frame[value].to_numpy(float))
+    scores, _ = Forecaster(trainer.model, task,
+                           trainer.config.data.seq_len).skill(series, h)
+    name = primary_forecast(trainer.config.state_mode)
+    chosen = {k: v for k, v in config_lib.to_dict(trainer.config).items()
+              if k in ("state_mode", "train_steps")}
+    chosen.update(units=trainer.config.model.units,
+                  seq_len=trainer.config.data.seq_len,
+                  batch_size=trainer.config.data.batch_size)
+    chosen["checkpoint"] = os.path.basename(used)
+    return scores[name], dict(all=scores, train_seconds=round(seconds, 1),
+                              chosen=chosen)
+
+
+# ------------------------------------------------------------------ table
+def table(results, names, seeds):
+    head = "| series | H | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    for series in SERIES:
+        rows = [r for r in results if r["series"] == series]
+        if not rows:
+            continue
+        cells = []
+        for name in names:
+            vals = [r["rmse"] for r in rows if r["model"] == name
+                    and r["seed"] in seeds]
+            if not vals:
+                cells.append("")
+            elif len(vals) == 1 or name == "naive":
+                cells.append(f"{np.mean(vals):.1f}")
+            else:
+                cells.append(f"{np.mean(vals):.1f} ({max(vals):.1f} / "
+                             f"{min(vals):.1f}, {max(vals) / min(vals):.2f}x)")
+        lines.append(f"| {SERIES[series][1]} | {rows[0]['horizon']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--series", default=",".join(SERIES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--models", default="naive,darts,lstm_ctl")
+    p.add_argument("--extra", action="append", default=[],
+                   help="NAME='--flag=v ...': lstm_ctl with these flags too")
+    p.add_argument("--out_dir", default=str(ROOT / "runs" / "forecast"))
+    args = p.parse_args()
+    out_dir = pathlib.Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = out_dir / "results.jsonl"
+    results = ([json.loads(line) for line in cache.read_text().splitlines()]
+               if cache.exists() else [])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = {m: [] for m in args.models.split(",") if m}
+    for spec in args.extra:
+        name, _, flags = spec.partition("=")
+        variants[name] = flags.split()
+    runners = {"naive": run_naive, "darts": run_darts}
+    for series in args.series.split(","):
+        frame, time_column, value = SERIES[series][0]()
+        _, h = split(frame[value].to_numpy(float))
+        for name, flags in variants.items():
+            for seed in seeds if name != "naive" else seeds[:1]:
+                key = dict(series=series, model=name, seed=seed,
+                           flags=flags)
+                if any(all(r.get(k) == v for k, v in key.items())
+                       for r in results):
+                    continue
+                work = out_dir / series / name.replace(" ", "_") / str(seed)
+                if work.exists():
+                    import shutil
+                    shutil.rmtree(work)
+                work.mkdir(parents=True)
+                start = time.perf_counter()
+                if name in runners:
+                    score, info = runners[name](frame, value, seed, flags)
+                else:
+                    score, info = run_lstm_ctl(frame, value, seed, flags,
+                                               time_column, work)
+                row = dict(key, rmse=score, horizon=h,
+                           seconds=round(time.perf_counter() - start, 1),
+                           **info)
+                print(json.dumps(row), flush=True)
+                results.append(row)
+                with open(cache, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    names = list(variants)
+    print(table(results, names, seeds))
+
+
+if __name__ == "__main__":
+    main()
