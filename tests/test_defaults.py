@@ -34,7 +34,7 @@ def test_a_100_row_series_trains_on_windows_validated_on_its_history():
     assert config.train_steps == max(defaults.MIN_STEPS, 100 * 57 // 32)
     assert config.model.units == defaults.WINDOW_UNITS
     assert (config.learning_rate, config.lr_schedule) == (1e-3, "constant")
-    assert config.eval_every == 10 and config.early_stopping == 20
+    assert config.eval_every == 10 and config.early_stopping == 0
     assert set(config.chosen_from_data) == set(defaults.CHOSEN)
     config_lib.validate(config)
 

@@ -9,6 +9,8 @@ fields.py   the machinery (setting, checks, flags)
 train.py    TrainConfig, ModelConfig, DataConfig; rules; config.json
 evaluate.py EvalConfig (evaluate.py's flags)
 serve.py    ServeConfig (serve.py's flags)
+defaults.py settings chosen from the data when train.py is not given them
+            (imported by train.py and the trainer; it reads data)
 """
 
 from lstm_ctl.config.fields import (  # noqa: F401

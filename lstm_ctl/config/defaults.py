@@ -43,7 +43,7 @@ WINDOW_BATCH = 32
 PASSES = 100               # passes over all windows
 MIN_STEPS, MAX_STEPS = 200, 3000
 EVALUATIONS = 40           # validations per run
-PATIENCE = 20              # validations without improvement before stopping
+PATIENCE = 0               # no early stopping: the best of every validation (see docs)
 MIN_VALIDATION_HISTORY = 20  # history rows a stream needs to give its end
 
 
