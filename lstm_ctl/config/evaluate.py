@@ -40,8 +40,9 @@ class EvalConfig:
         None, "history: each stream's hold-out starts from the state its "
         "history left (one lane per stream; sine: the first half of each "
         "eval signal); N: from the state of only its last N history rows; "
-        "none: from the initial state. Default: history for csv and text, "
-        "none for sine.", (_warmup_ok, "history, none or a number of rows "
+        "none: from the initial state (sine: over the eval lanes, as "
+        "training reads them). Default: history, as validation scores the "
+        "best checkpoint.", (_warmup_ok, "history, none or a number of rows "
                            ">= 1"))
     eval_steps: int = setting(0, "Chunks of the eval stream to use (0: all).",
                               AT_LEAST_0)

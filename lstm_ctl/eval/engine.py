@@ -28,7 +28,7 @@ from lstm_ctl.core import state as state_lib
 from lstm_ctl.run.builders import batch_signature, build_model
 
 
-DEFAULT_WARMUP = {"sine": "none", "text": "history", "csv": "history"}
+DEFAULT_WARMUP = {"sine": "history", "text": "history", "csv": "history"}
 
 
 class Evaluator:

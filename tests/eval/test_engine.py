@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
-    ev = evaluation.Evaluator(run_dir)
+    ev = evaluation.Evaluator(run_dir, warmup="none")   # the eval lanes
     rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run_dir),
                                   "both", eval_steps=12,
                                   write_summaries=False)
@@ -66,7 +66,7 @@ def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
                                                                   tmp_path):
     out_json = tmp_path / "rows.json"
     result = run_main("evaluate.py", f"--model_dir={run_dir}", "--all",
-                      "--state_mode=both", "--eval_steps=20",
+                      "--warmup=none", "--state_mode=both", "--eval_steps=20",
                       f"--output_json={out_json}")
     assert result.returncode == 0, result.stderr
     assert "reset - carry" in result.stdout
