@@ -36,7 +36,8 @@ def resolve(config, out=None):
     """`(config, chosen)`: the settings not given filled in (recorded by a
     resumed run, else chosen from the data), said in one line on `out`."""
     config, chosen, rows = defaults.resolve(config)
-    line = defaults.describe(chosen, rows)
+    line = defaults.describe(chosen, rows, "characters"
+                             if config.data.task == "text" else "rows")
     if line and rows:
         print(line, file=out or sys.stdout, flush=True)
     return config, chosen

@@ -67,6 +67,24 @@ def test_long_data_sine_and_text_keep_the_fixed_defaults():
     assert sine == TrainConfig()   # the dataclass defaults are the fixed ones
 
 
+def test_a_small_text_gets_lanes_that_hold_two_chunks(tmp_path):
+    from lstm_ctl.data import tasks
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghij" * 30)   # 300 characters, 270 of history
+    config = defaults._set(TrainConfig(data=DataConfig(
+        task="text", text_file=str(text))), {n: None for n in defaults.FIXED})
+    config = dataclasses.replace(config, model_dir=str(tmp_path / "run"))
+    config, chosen, rows = defaults.resolve(config)
+    assert rows == [270] and config.state_mode == "carry"
+    # 269 pairs: 20-step chunks, 6 lanes of 44 steps (32 lanes would give 8)
+    assert (config.data.seq_len, config.data.batch_size) == (20, 6)
+    _, arrays = tasks.build_task(config.data, "train", config.model_dir)
+    assert arrays.steps >= 2 * config.data.seq_len
+    assert defaults.describe(chosen, rows, "characters") == (
+        "Chosen from the data (1 stream, 270 history characters): "
+        "--batch_size=6 (any flag overrides; docs/forecasting.md).")
+
+
 def test_a_given_setting_is_never_overridden():
     config, chosen = defaults.choose(_left(state_mode="carry", units=7), [90])
     assert "state_mode" not in chosen and "units" not in chosen

@@ -115,8 +115,9 @@ def choose(config, history_rows=None):
     if not left:
         return config, {}
     mode = config.state_mode
-    windows = bool(history_rows) and mode in (None, "windows") and (
-        mode == "windows" or sum(history_rows) <= LONG_DATA_ROWS)
+    windows = bool(history_rows) and (mode == "windows" or (
+        mode is None and config.data.task == "csv"
+        and sum(history_rows) <= LONG_DATA_ROWS))
     if windows:
         values = windows_settings(
             history_rows, config.validate_on, config.data.seq_len,
@@ -124,6 +125,12 @@ def choose(config, history_rows=None):
     else:
         values = {name: fixed for name, (_, fixed) in FIXED.items()}
         values.update(eval_every=None, state_mode=mode or "carry")
+        if history_rows:   # lanes that hold two chunks at least
+            pairs = sum(max(n - 1, 0) for n in history_rows)
+            seq_len = config.data.seq_len or max(
+                2, min(values["seq_len"], pairs // 4))
+            values.update(seq_len=seq_len, batch_size=max(1, min(
+                values["batch_size"], pairs // (2 * seq_len))))
     chosen = {name: values[name] for name in left}
     config = _set(config, chosen)
     if history_rows:
@@ -146,7 +153,7 @@ def resolve(config):
         return dataclasses.replace(
             config, chosen_from_data=saved.chosen_from_data), {}, None
     rows = None
-    if config.data.task == "csv":
+    if config.data.task in ("csv", "text"):
         from lstm_ctl.data import tasks
         _, series = tasks.eval_series(config.data, config.model_dir)
         rows = [s.cut for s in series]
@@ -154,16 +161,19 @@ def resolve(config):
     return config, chosen, rows
 
 
-def describe(chosen, history_rows=None):
-    """One line: what was chosen, from what, and that flags override it."""
+def describe(chosen, history_rows=None, unit="rows"):
+    """One line: what was chosen (the values other than the fixed ones),
+    from what, and that flags override it ("" when nothing differs)."""
     if not chosen:
         return ""
     flags = " ".join(f"--{k}={v}" for k, v in chosen.items()
-                     if v is not None)
+                     if v is not None and v != FIXED.get(k, (0, None))[1])
+    if not flags:
+        return ""
     if history_rows:
         n = len(history_rows)
         what = (f"{n} stream{'s' if n > 1 else ''}, "
-                f"{sum(history_rows)} history rows")
+                f"{sum(history_rows)} history {unit}")
         return (f"Chosen from the data ({what}): {flags} (any flag "
                 "overrides; docs/forecasting.md).")
     return f"Defaults: {flags}."

@@ -71,8 +71,10 @@ class Trainer:
         from lstm_ctl.config import defaults
         config = config_lib.with_saved_input_columns(config)
         config, chosen, rows = defaults.resolve(config)
-        if chosen and rows:
-            print(defaults.describe(chosen, rows), file=out or sys.stdout)
+        line = defaults.describe(chosen, rows, "characters"
+                                 if config.data.task == "text" else "rows")
+        if line and rows:
+            print(line, file=out or sys.stdout)
         config_lib.validate(config)
         config = config_lib.with_absolute_paths(config)
         config = config_lib.with_saved_input_columns(config)
