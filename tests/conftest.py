@@ -97,3 +97,26 @@ def make_run_dir():
     vocab=None)`: a tiny sine (or text) run dir with random weights, in
     train.py's layout."""
     return _make_run_dir
+
+
+# The longest modules first: `make test` hands whole modules to the two
+# workers (--dist loadfile), and one of these started last would run alone
+# at the end while the other worker idles. pytest-xdist would order the
+# modules by their number of tests (a one-test e2e module last); here they
+# go in collection order, this order.
+LONGEST_FIRST = ("e2e/test_kill.py", "train/test_distribute.py",
+                 "e2e/test_serve_nginx.py", "e2e/test_multi_worker.py",
+                 "e2e/test_serve_signals.py", "train/test_trainer.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, name in enumerate(LONGEST_FIRST)
+                     if path.endswith(name)), len(LONGEST_FIRST))
+    items.sort(key=rank)   # stable: the rest keeps its order
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist
+        config.option.loadscopereorder = False
