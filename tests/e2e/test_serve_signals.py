@@ -3,7 +3,6 @@ since its last periodic snapshot (and says so through `steps`); stopped by
 SIGTERM it finishes what is in flight, snapshots and exits 0; started again
 from the snapshot, every stream continues exactly."""
 
-import os
 import signal
 import threading
 import time
@@ -92,23 +91,3 @@ def test_sigkill_loses_only_the_steps_since_the_snapshot_and_sigterm_none(
     finally:
         code, out = c.stop(signal.SIGTERM)
     assert code == 0, out
-
-
-def test_serve_py_says_what_is_wrong_in_one_line(tmp_path, serve_run_dir):
-    import subprocess
-    import sys
-    from serve_process import ROOT
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "serve.py"),
-         f"--model_dir={tmp_path / 'nothing'}"], env=env,
-        capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 1
-    assert "serve.py: error:" in missing.stderr
-    assert "config.json not found" in missing.stderr
-    assert "Traceback" not in missing.stderr
-    best = subprocess.run(
-        [sys.executable, str(ROOT / "serve.py"),
-         f"--model_dir={serve_run_dir}", "--checkpoint=best"], env=env,
-        capture_output=True, text=True, timeout=120)
-    assert best.returncode == 1 and "best does not exist" in best.stderr

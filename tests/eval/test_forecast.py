@@ -273,7 +273,7 @@ def test_text_predictions_are_characters_and_argmax(tmp_path):
 
 def test_forecast_from_the_carried_state_beats_the_naive_one(tmp_path):
     run = _train(tmp_path / "run", DataConfig(seq_len=20, batch_size=16),
-                 steps=400, units=32, lr_schedule="cosine")
+                 steps=120, units=32, lr_schedule="cosine")
     ev = _restored(run, horizon=20)
     rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run),
                                   write_summaries=False, restore=False)

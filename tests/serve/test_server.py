@@ -1,8 +1,9 @@
 """The HTTP server: served streams equal the model run offline (concurrent
 streams, joins, leaves, resets to given states, multi-row requests), one
 stream's requests apply in order, bad requests are 4xx and touch nothing,
-capacity, idle eviction, auth, metrics. In process (aiohttp's test
-client); serve.py in processes, SIGTERM and SIGKILL: tests/e2e."""
+capacity, idle eviction, auth, metrics; serve.py's errors in one line. In
+process (aiohttp's test client); serve.py in processes, SIGTERM and
+SIGKILL: tests/e2e."""
 
 import asyncio
 import contextlib
@@ -17,7 +18,7 @@ from lstm_ctl.config import ServeConfig
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.serve import loading
 from lstm_ctl.serve.server import SERVER_HEADER, Server
-from helpers import offline_many
+from helpers import offline_many, run_main
 
 
 @pytest.fixture(scope="module")
@@ -400,3 +401,18 @@ def test_metrics_and_health(served):
     samples = metric_samples(text)
     assert samples[("lstm_ctl_steps_total", ())] == 3
     assert samples[("lstm_ctl_batch_size_count", ())] == 1
+
+
+def test_serve_py_says_what_is_wrong_in_one_line(tmp_path, serve_run_dir):
+    # serve.py's main in process (helpers.run_main): an exception that
+    # escaped it, a traceback in a process, fails the test here.
+    missing = run_main("serve.py", f"--model_dir={tmp_path / 'nothing'}")
+    assert missing.returncode == 1
+    assert "serve.py: error:" in missing.stderr
+    assert "config.json not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    best = run_main("serve.py", f"--model_dir={serve_run_dir}",
+                    "--checkpoint=best")
+    assert best.returncode == 1 and "best does not exist" in best.stderr
+    assert best.stderr.startswith("serve.py: error:")
+    assert len(best.stderr.strip().splitlines()) == 1

@@ -25,23 +25,13 @@ def mirrored(**kwargs):
     return dict(strategy="mirrored", cpu_replicas=2, **kwargs)
 
 
-@pytest.mark.parametrize("state_mode", ["carry", "reset"])
-@pytest.mark.slow
-def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
-    one = trainer.Trainer(config(tmp_path, "one", state_mode=state_mode),
-                          out=io.StringIO())
-    two = trainer.Trainer(config(tmp_path, "two", state_mode=state_mode,
-                                 **mirrored()), out=io.StringIO())
-    assert two.strategy.num_replicas_in_sync == 2
-    for a, b in zip(one.model.weights, two.model.weights):
-        np.testing.assert_array_equal(a, b)   # same initial weights
-    r1, r2 = one.run(), two.run()
-    np.testing.assert_allclose(r2["losses"], r1["losses"], atol=ATOL)
-    # The whole carried state, gathered from both replicas, is checkpointed.
+def carried_and_evaluated_alike(one, two):
+    """The whole carried state, gathered from both replicas, is
+    checkpointed; evaluate.py reads the two-replica checkpoint like any
+    other."""
     s1, s2 = one.carried.read(), two.carried.read()
     assert s2[1].h.shape == (8, 16)
     np.testing.assert_allclose(s2[1].c, s1[1].c, atol=ATOL)
-    # evaluate.py reads the two-replica checkpoint like any other.
     rows = [evaluation.Evaluator(t.model_dir).evaluate_checkpoint(
         t.checkpoints.latest, "carry", eval_steps=3, write_summaries=False)[0]
         for t in (one, two)]
@@ -49,18 +39,48 @@ def test_two_replicas_give_the_single_device_losses(tmp_path, state_mode):
 
 
 @pytest.mark.slow
-def test_checkpoint_of_two_replicas_resumes_on_one_device_and_on_two(
+def test_two_replicas_give_the_single_device_losses_in_reset_mode(tmp_path):
+    one = trainer.Trainer(config(tmp_path, "one", state_mode="reset"),
+                          out=io.StringIO())
+    two = trainer.Trainer(config(tmp_path, "two", state_mode="reset",
+                                 **mirrored()), out=io.StringIO())
+    assert two.strategy.num_replicas_in_sync == 2
+    for a, b in zip(one.model.weights, two.model.weights):
+        np.testing.assert_array_equal(a, b)   # same initial weights
+    r1, r2 = one.run(), two.run()
+    np.testing.assert_allclose(r2["losses"], r1["losses"], atol=ATOL)
+    carried_and_evaluated_alike(one, two)
+
+
+@pytest.mark.slow
+def test_two_replicas_give_the_single_device_losses_and_their_checkpoint_resumes_on_one_device_and_on_two(  # noqa: E501
         tmp_path):
-    full = trainer.train(config(tmp_path, "full"), out=io.StringIO())
-    half = config(tmp_path, "half", train_steps=6, **mirrored())
-    trainer.train(half, out=io.StringIO())
+    """Carry mode: the two-replica run trains its first half, stops, and
+    resumes on two replicas (its copy on one device); every loss is the
+    single-device run's."""
+    one = trainer.Trainer(config(tmp_path, "one"), out=io.StringIO())
+    half = trainer.Trainer(config(tmp_path, "two", train_steps=6,
+                                  **mirrored()), out=io.StringIO())
+    assert half.strategy.num_replicas_in_sync == 2
+    for a, b in zip(one.model.weights, half.model.weights):
+        np.testing.assert_array_equal(a, b)   # same initial weights
+    full = one.run()
+    first = half.run()
+    assert first["steps_run"] == 6
+    np.testing.assert_allclose(first["losses"], full["losses"][:6],
+                               atol=ATOL)
     shutil.copytree(half.model_dir, tmp_path / "half_copy")
-    for name, kwargs in (("half", {}), ("half_copy", mirrored())):
-        resumed = trainer.train(config(tmp_path, name, **kwargs),
-                                out=io.StringIO())
-        assert resumed["steps_run"] == 6
-        np.testing.assert_allclose(resumed["losses"], full["losses"][6:],
-                                   atol=ATOL)
+    two = trainer.Trainer(config(tmp_path, "two", **mirrored()),
+                          out=io.StringIO())
+    second = two.run()
+    assert second["steps_run"] == 6
+    np.testing.assert_allclose(second["losses"], full["losses"][6:],
+                               atol=ATOL)
+    carried_and_evaluated_alike(one, two)
+    on_one = trainer.train(config(tmp_path, "half_copy"), out=io.StringIO())
+    assert on_one["steps_run"] == 6
+    np.testing.assert_allclose(on_one["losses"], full["losses"][6:],
+                               atol=ATOL)
 
 
 def test_global_batch_must_divide_among_replicas(tmp_path):

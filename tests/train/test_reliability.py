@@ -1,12 +1,16 @@
 """Reliability: non-finite losses, corrupt checkpoints, bad data, and no
-pickle in any loading path. (Kill -9 and SIGTERM: test_faults.py.)"""
+pickle in the entry points or any loading path. (Kill -9 and SIGTERM:
+e2e/test_kill.py.)"""
 
+import dataclasses
 import io
 import pathlib
+import pickle
 
 import numpy as np
 import pytest
 
+from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
@@ -117,8 +121,31 @@ def test_every_checkpoint_corrupt_is_a_clear_error(tmp_path):
         checkpoints.list_checkpoints(cfg.model_dir)
 
 
-def test_no_pickle_in_any_loading_path():
-    for path in (ROOT / "lstm_ctl").glob("*.py"):
+def test_no_pickle_in_the_entry_points_or_any_loading_path(tmp_path,
+                                                           monkeypatch):
+    for path in [ROOT / "train.py", ROOT / "evaluate.py",
+                 *(ROOT / "lstm_ctl").glob("*.py")]:
         source = path.read_text()
-        assert "pickle" not in source, path
-        assert "allow_pickle" not in source, path
+        assert "pickle" not in source and "allow_pickle" not in source, path
+    text = tmp_path / "t.txt"
+    text.write_text("abcab cabd " * 40)
+    run = config(tmp_path, data=DataConfig(task="text", seq_len=5,
+                                           batch_size=2, text_file=str(text)),
+                 train_steps=2, checkpoint_every=1, hist_every=100)
+    trainer.train(run, out=io.StringIO())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a loading path unpickled")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    real_np_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: real_np_load(
+        *a, **dict(k, allow_pickle=False)))
+    # Everything a resume and an evaluation read back.
+    config_lib.load(run.model_dir)
+    assert trainer.train(dataclasses.replace(run, train_steps=3),
+                         out=io.StringIO())["steps_run"] == 1
+    ev = evaluation.Evaluator(run.model_dir)
+    path = ev.restore_latest(lambda line: None)
+    assert ev.evaluate_checkpoint(path, "carry", write_summaries=False)

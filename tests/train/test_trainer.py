@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import re
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_carry_beats_reset_on_sine(tmp_path):
     for mode in ("carry", "reset"):
         config = tiny_config(
             tmp_path, name=mode, model=ModelConfig(units=64),
-            data=DataConfig(seq_len=10, batch_size=32), train_steps=400,
+            data=DataConfig(seq_len=10, batch_size=32), train_steps=150,
             log_every=100, hist_every=1000, checkpoint_every=1000,
             learning_rate=5e-3, lr_schedule="cosine", state_mode=mode)
         results[mode] = trainer.train(config, out=io.StringIO())
@@ -149,6 +150,19 @@ def test_resume_refuses_other_settings(tmp_path):
                                          r"other settings: model\.units: "
                                          r"\d+ -> 32 \(recorded -> now\)"):
         trainer.Trainer(other, out=io.StringIO())
+    # Other data, state_mode, seed or optimizer (loss scaling), each named.
+    for change, named in (
+            (dict(data=DataConfig(seq_len=4, batch_size=4)),
+             "data.seq_len: 8 -> 4"),
+            (dict(state_mode="reset"), "state_mode: 'carry' -> 'reset'"),
+            (dict(data=DataConfig(seq_len=8, batch_size=4, seed=1)),
+             "data.seed: 0 -> 1"),
+            (dict(precision="mixed_float16"),
+             "precision: 'float32' -> 'mixed_float16'")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"other settings: {named} (recorded -> now)")):
+            trainer.Trainer(dataclasses.replace(config, **change),
+                            out=io.StringIO())
     # More steps is fine: it resumes.
     longer = dataclasses.replace(config, train_steps=4)
     out = io.StringIO()
