@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import numpy as np
-import pytest
 
 from lstm_ctl import config as config_lib
 from lstm_ctl.config import defaults

@@ -43,7 +43,7 @@ WINDOW_BATCH = 32
 PASSES = 100               # passes over all windows
 MIN_STEPS, MAX_STEPS = 200, 3000
 EVALUATIONS = 40           # validations per run
-PATIENCE = 0               # no early stopping: the best of every validation (see docs)
+PATIENCE = 0               # no early stopping (docs/forecasting.md)
 MIN_VALIDATION_HISTORY = 20  # history rows a stream needs to give its end
 
 
@@ -109,8 +109,10 @@ def with_fixed(config):
 def choose(config, history_rows=None):
     """`(config, chosen)`: `config` (a TrainConfig) with every setting left
     to the data (None) filled in, and `{setting: value}` of those chosen.
-    `history_rows`: the history rows (before the hold-out) of each stream of
-    a csv task; None for sine and text, which take the fixed defaults."""
+    `history_rows`: the history rows (before the hold-out) of each stream
+    (csv, text); None (sine) gives the fixed defaults. A csv task up to
+    LONG_DATA_ROWS gets windows mode; otherwise the fixed defaults, with
+    lanes short and few enough to hold two chunks each."""
     left = unset(config)
     if not left:
         return config, {}
@@ -142,8 +144,8 @@ def choose(config, history_rows=None):
 def resolve(config):
     """`(config, chosen, history_rows)`: the settings of `config` left to
     the data (None) filled in: those a resumed run recorded in its
-    config.json, then the others chosen from the data (csv: the history
-    rows of each stream, read here; no TensorFlow)."""
+    config.json, then the others chosen from the data (csv, text: the
+    history rows of each stream, read here; no TensorFlow)."""
     if not unset(config):
         return config, {}, None
     path = train_config.config_path(config.model_dir)

@@ -352,7 +352,8 @@ def warnings(scores, baseline_name="naive", warmup_steps=None, horizon=None,
             f"training never carried a state over more than {horizon} steps: "
             "the carried state is out of what the model learned, so carry "
             f"numbers may not be trusted; compare --warmup={horizon}, or "
-            "train with fewer --batch_size lanes (longer lanes).")
+            "carry the state further in training (--state_mode=carry with "
+            "fewer --batch_size lanes).")
     carry, reset, naive = (scores.get(k) for k in SCORED_MODES)
     if carry and reset and carry["loss"] > reset["loss"] * (1 + 1e-6):
         out.append(f"carry is worse than reset (loss {carry['loss']:.5g} vs "
