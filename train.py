@@ -2,7 +2,9 @@
 
 Running the same command again resumes from the latest checkpoint in
 --model_dir. Every flag is a field of lstm_ctl.config.TrainConfig (its
-default, help and check are written there once). Flags and data are checked
+default, help and check are written there once); the settings of a run that
+are not given are chosen from its data (lstm_ctl/config/defaults.py, said in
+one line and recorded in config.json). Flags and data are checked
 before TensorFlow is imported, so a mistake costs a second, not ten.
 `main(argv)` can be called in process (the tests do): it parses `argv` into
 this module's own FLAGS.
@@ -58,8 +60,8 @@ def main(argv):
         # Bad data stops here, before TensorFlow is imported.
         from lstm_ctl.data import tasks
         task = tasks.build_task(config.data, "train", config.model_dir,
-                                     state_mode=config.state_mode,
-            validate_on=config.validate_on)
+                                state_mode=config.state_mode,
+                                validate_on=config.validate_on)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     from lstm_ctl.run import checkpoints  # imports TensorFlow
