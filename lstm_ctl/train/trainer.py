@@ -6,7 +6,8 @@ final state of batch k, through `tf.stop_gradient`, to batch k+1 (the data's
 `reset_every` batches the whole state restarts); "reset" starts every
 shuffled chunk from the initial state; "stored" from the state stored for it.
 
-The Python loop around the step does logging, checkpoints and progress.
+The step is built by step.py; the Python loop around it does logging,
+checkpoints, validation and progress.
 """
 
 import io
@@ -23,14 +24,14 @@ from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
 from lstm_ctl.data import tasks as data
 from lstm_ctl.train import distribute
-from lstm_ctl.data import losses
 from lstm_ctl.train import state_policy as policy_lib
 from lstm_ctl.train import progress
+from lstm_ctl.train import step as step_lib
 from lstm_ctl.train import validation as validation_lib
 from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
 from lstm_ctl.core import state as state_lib
-from lstm_ctl.run.builders import batch_signature, build_model, build_optimizer
+from lstm_ctl.run.builders import build_model, build_optimizer
 
 # Settings that must not change when a run resumes from its checkpoints.
 FIXED_ON_RESUME = ("model", "data", "state_mode", "burn_in", "precision")
@@ -125,89 +126,16 @@ class Trainer:
             step=self.step, nonfinite_steps=self.skipped, state=self.carried,
             data=self.iterator, **stored)
         self.trace_count = 0
-        self.train_step = self._make_train_step()
+        self.train_step = step_lib.make_train_step(
+            self.model, self.optimizer, self.task, self.strategy,
+            self.policy, config.clip_norm, config.jit_compile,
+            on_trace=self._count_trace)
         self.eval_every = config_lib.eval_every(config)
         self.validation = None  # built in run(), after the restore
         self.early_stopped = False
 
-    # ------------------------------------------------------------ the step
-    def _make_train_step(self):
-        model, optimizer, task = self.model, self.optimizer, self.task
-        strategy, clip_norm = self.strategy, self.config.clip_norm
-        policy = self.policy
-        batch_spec, state_spec = batch_signature(task, model)
-        # --precision=mixed_float16: gradients of the scaled loss, unscaled
-        # for clipping; the optimizer skips overflowing steps and lowers its
-        # scale (then only a non-finite loss stops training).
-        scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        batch_spec = policy.signature(batch_spec)
-
-        def replica_fn(batch, state, global_count):
-            batch, state = distribute.replica_rows((batch, state))
-            with tf.GradientTape() as tape:
-                # final_state: what the policy keeps (see policy.forward).
-                outputs, final_state = policy.forward(model, batch, state)
-                sums = losses.batch_sums(task, outputs, batch["targets"],
-                                         batch["weights"])
-                # Scaled by the global batch's weight: summed over replicas
-                # this is the mean loss of the whole batch.
-                loss = sums["loss"] / global_count
-                scaled_loss = optimizer.scale_loss(loss) if scaling else loss
-            variables = model.trainable_variables
-            grads = tape.gradient(scaled_loss, variables)
-            if scaling:
-                grads = [g / optimizer.dynamic_scale for g in grads]
-            ctx = tf.distribute.get_replica_context()
-            replicas = ctx.num_replicas_in_sync
-            if replicas > 1:
-                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-                loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
-            # Clip the whole batch's gradient, the same on every replica.
-            grad_norm = tf.linalg.global_norm(grads)
-            finite = tf.math.is_finite(loss)
-            if not scaling:
-                finite = tf.logical_and(finite, tf.math.is_finite(grad_norm))
-            if clip_norm > 0:
-                grads, _ = tf.clip_by_global_norm(grads, clip_norm,
-                                                  use_norm=grad_norm)
-            lr = optimizer.learning_rate  # before this step's update
-            # The Keras optimizer sums gradients over replicas again.
-            scaled = [g / replicas for g in grads] if replicas > 1 else grads
-            if scaling:
-                scaled = [g * optimizer.dynamic_scale for g in scaled]
-            distribute.apply_if_finite(optimizer, finite, scaled, variables)
-            return (sums, tf.nest.flatten(final_state), grads, grad_norm, lr,
-                    finite)
-
-        def step_fn(batch, state, force_reset):
-            self.trace_count += 1
-            batch = dict(batch, reset_mask=state_lib.reset_first_step(
-                batch["reset_mask"], force_reset))  # --reset_every
-            global_count = tf.maximum(tf.reduce_sum(batch["weights"]), 1.0)
-            count = tf.identity(optimizer.iterations)  # before this update
-            state, state_metrics = policy.start_state(model, batch, state,
-                                                      count)
-            sums, final_state, grads, grad_norm, lr, finite = strategy.run(
-                replica_fn, args=(batch, state, global_count))
-            sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v,
-                                       axis=None) for k, v in sums.items()}
-            first_replica = strategy.experimental_local_results
-            metrics = losses.finalize(task, sums)
-            metrics.update(grad_norm=first_replica(grad_norm)[0],
-                           learning_rate=first_replica(lr)[0],
-                           finite=first_replica(finite)[0], **state_metrics)
-            # Gathered tensor by tensor: strategy.gather on a list or tuple
-            # (TF 2.21) returns one replica's rows only.
-            final_state = tf.nest.pack_sequence_as(
-                state, [strategy.gather(t, axis=0) for t in final_state])
-            policy.keep(batch, final_state, metrics["finite"], count)
-            grads = [first_replica(g)[0] for g in grads]
-            return metrics, final_state, grads
-
-        return tf.function(
-            step_fn, jit_compile=self.config.jit_compile, autograph=False,
-            input_signature=[batch_spec, state_spec,
-                             tf.TensorSpec([], tf.bool)])
+    def _count_trace(self):
+        self.trace_count += 1
 
     # ------------------------------------------------------------ the loop
     def restore(self):
