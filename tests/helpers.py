@@ -158,3 +158,25 @@ def replicas_config(tmp_path, name, **kwargs):
                   lr_schedule="constant")
     values.update(kwargs)
     return TrainConfig(**values)
+
+
+# The suite's one small run. Tests that train use this shape unless they
+# need another: within a test worker, runs of one shape share XLA's compiled
+# programs (a new train step shape costs 2-3 s to compile, the same shape
+# again a tenth of that).
+TINY_UNITS, TINY_SEQ_LEN, TINY_BATCH = 8, 5, 2
+
+
+def tiny_config(tmp_path, name="run", **kwargs):
+    """A sine run of one layer of 8 units on 2 lanes of 5-step chunks, 6
+    steps, in `tmp_path/name`; `kwargs` replace any field (`model=`,
+    `data=` whole)."""
+    from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+    values = dict(model_dir=str(tmp_path / name),
+                  model=ModelConfig(units=TINY_UNITS),
+                  data=DataConfig(seq_len=TINY_SEQ_LEN,
+                                  batch_size=TINY_BATCH),
+                  train_steps=6, log_every=2, hist_every=3,
+                  checkpoint_every=3, lr_schedule="constant")
+    values.update(kwargs)
+    return TrainConfig(**values)

@@ -137,7 +137,7 @@ def test_mixed_float16_fit_uses_a_loss_scale_optimizer():
     assert model.predict(x, verbose=0).dtype == np.float32
 
 
-def sine_trainer(tmp_path, precision, steps=150, name=""):
+def sine_trainer(tmp_path, precision, steps=60, name=""):
     config = TrainConfig(
         model_dir=str(tmp_path / (precision + name)),
         model=ModelConfig(units=16),
@@ -147,7 +147,7 @@ def sine_trainer(tmp_path, precision, steps=150, name=""):
     return trainer.Trainer(config, out=io.StringIO())
 
 
-def sine_run(tmp_path, precision, steps=150):
+def sine_run(tmp_path, precision, steps=60):
     t = sine_trainer(tmp_path, precision, steps)
     return t, t.run()
 
@@ -163,7 +163,7 @@ def test_training_on_sine_in_mixed_bfloat16_reaches_float32s_loss(tmp_path):
 
 
 def test_training_in_mixed_float16_scales_the_loss(tmp_path):
-    t, result = sine_run(tmp_path, "mixed_float16", steps=60)
+    t, result = sine_run(tmp_path, "mixed_float16")
     assert isinstance(t.optimizer, keras.optimizers.LossScaleOptimizer)
     assert t.model.compute_dtype == "float16"
     assert np.isfinite(result["losses"]).all()

@@ -14,19 +14,17 @@ from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from helpers import NaNAt, scalars
+from lstm_ctl.config import DataConfig
+from helpers import NaNAt, scalars, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def config(tmp_path, name="run", **kwargs):
-    values = dict(model_dir=str(tmp_path / name), model=ModelConfig(units=8),
-                  data=DataConfig(seq_len=5, batch_size=2), train_steps=6,
-                  log_every=1, hist_every=1, checkpoint_every=2,
-                  lr_schedule="constant")
+    values = dict(train_steps=6, log_every=1, hist_every=1,
+                  checkpoint_every=2)
     values.update(kwargs)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, name, **values)
 
 
 def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):

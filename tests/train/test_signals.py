@@ -14,16 +14,15 @@ import tensorflow as tf
 
 from lstm_ctl.run import checkpoints
 from lstm_ctl.train import trainer
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
+from lstm_ctl.config import DataConfig, ModelConfig
+from helpers import tiny_config
 
 
 def config(tmp_path, **kwargs):
-    values = dict(model_dir=str(tmp_path / "run"), model=ModelConfig(units=4),
-                  data=DataConfig(seq_len=5, batch_size=2), train_steps=20,
-                  log_every=1, hist_every=100, checkpoint_every=2,
-                  lr_schedule="constant")
+    values = dict(train_steps=20, log_every=1, hist_every=100,
+                  checkpoint_every=2)
     values.update(kwargs)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, **values)
 
 
 class SignalAt:

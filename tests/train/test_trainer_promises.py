@@ -13,21 +13,18 @@ import pytest
 import tensorflow as tf
 
 from lstm_ctl.train import trainer
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from helpers import NaNAt, frozen_trainer as frozen, scalars
+from lstm_ctl.config import ModelConfig
+from helpers import NaNAt, frozen_trainer as frozen, scalars, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ATOL = 1e-5
 
 
 def tiny(tmp_path, name="run", **kwargs):
-    values = dict(model_dir=str(tmp_path / name),
-                  model=ModelConfig(units=8, num_layers=2),
-                  data=DataConfig(seq_len=6, batch_size=3),
-                  train_steps=5, log_every=1, hist_every=100,
-                  checkpoint_every=100, lr_schedule="constant")
+    values = dict(model=ModelConfig(units=8, num_layers=2), train_steps=5,
+                  log_every=1, hist_every=100, checkpoint_every=100)
     values.update(kwargs)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, name, **values)
 
 
 
@@ -79,7 +76,7 @@ def test_clip_norm_scales_the_gradient_to_the_norm(tmp_path):
         t = trainer.Trainer(tiny(tmp_path, name=f"clip{clip}",
                                  clip_norm=clip), out=io.StringIO())
         metrics, _, g = t.train_step(next(t.iterator),
-                                     t.model.initial_state(3),
+                                     t.model.initial_state(t.config.data.batch_size),
                                      tf.constant(False))
         grads[clip] = [np.asarray(x) for x in g]
         norms[clip] = float(metrics["grad_norm"])

@@ -8,20 +8,17 @@ import os
 
 import pytest
 
-from helpers import frozen_trainer, scalars
+from helpers import frozen_trainer, scalars, tiny_config
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.run import checkpoints
 from lstm_ctl.train import trainer, validation
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 
 
 def tiny(tmp_path, **kwargs):
-    values = dict(model_dir=str(tmp_path / "run"), model=ModelConfig(units=8),
-                  data=DataConfig(seq_len=5, batch_size=2), train_steps=12,
-                  log_every=2, hist_every=100, checkpoint_every=2,
-                  max_to_keep=1, lr_schedule="constant")
+    values = dict(train_steps=12, log_every=2, hist_every=100,
+                  checkpoint_every=2, max_to_keep=1)
     values.update(kwargs)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, **values)
 
 
 def history(model_dir):
