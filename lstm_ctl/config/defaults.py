@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from lstm_ctl.config import train as train_config
-from lstm_ctl.data import transforms
+from lstm_ctl.data import times, transforms
 from lstm_ctl.data.readers import holdout_cut
 
 # setting -> where it lives in TrainConfig; the value when nothing is chosen
@@ -79,9 +79,11 @@ def unset(config):
 
 
 def windows_settings(history_rows, validate_on="history", seq_len=None,
-                     batch_size=None):
+                     batch_size=None, season=None):
     """The windows-mode settings for streams of `history_rows` rows each:
-    `{setting: value}`."""
+    `{setting: value}`. `season`: the rows of one seasonal cycle (weekly
+    data: 52): a window holds one when it is longer than WINDOW rows (a
+    third of a typical stream at most)."""
     if validate_on is None:
         validate_on = ("history" if min(history_rows) >=
                        MIN_VALIDATION_HISTORY else "holdout")
@@ -90,7 +92,7 @@ def windows_settings(history_rows, validate_on="history", seq_len=None,
     pairs = [max(n - 1, 1) for n in rows]
     typical = sorted(pairs)[len(pairs) // 2]
     if seq_len is None:
-        seq_len = max(2, min(WINDOW, typical // 3))
+        seq_len = max(2, min(max(WINDOW, season or 0), typical // 3))
     windows = sum(max(1, p - seq_len + 1) for p in pairs)
     if batch_size is None:
         batch_size = max(1, min(WINDOW_BATCH, windows))
@@ -110,7 +112,7 @@ def with_fixed(config):
     return choose(config)[0]
 
 
-def choose(config, history_rows=None, histories=None):
+def choose(config, history_rows=None, histories=None, season=None):
     """`(config, chosen)`: `config` (a TrainConfig) with every setting left
     to the data (None) filled in, and `{setting: value}` of those chosen.
     `history_rows`: the history rows (before the hold-out) of each stream
@@ -119,7 +121,7 @@ def choose(config, history_rows=None, histories=None):
     lanes short and few enough to hold two chunks each. `histories` (csv:
     each stream's history targets, `[rows, O]` in data units, NaN where
     missing): the target transform (`transforms.choose`; levels without
-    them)."""
+    them). `season`: the rows of a seasonal cycle (`times.season_length`)."""
     left = unset(config)
     if not left:
         return config, {}
@@ -130,7 +132,7 @@ def choose(config, history_rows=None, histories=None):
     if windows:
         values = windows_settings(
             history_rows, config.validate_on, config.data.seq_len,
-            config.data.batch_size)
+            config.data.batch_size, season)
     else:
         values = {name: fixed for name, (_, fixed) in FIXED.items()}
         values.update(eval_every=None, state_mode=mode or "carry")
@@ -164,17 +166,18 @@ def resolve(config):
         config = _set(config, {n: _get(saved, n) for n in unset(config)})
         return dataclasses.replace(
             config, chosen_from_data=saved.chosen_from_data), {}, None
-    rows = histories = None
+    rows = histories = season = None
     if config.data.task in ("csv", "text"):
         from lstm_ctl.data import tasks
         data = dataclasses.replace(config.data, target_transform="levels")
         task, series = tasks.eval_series(data, config.model_dir)
         rows = [s.cut for s in series]
         if config.data.task == "csv":
+            season = times.season_length(series[0].times[:series[0].cut])
             histories = [np.where(s.weights[:s.cut, None] > 0,
                                   tasks.denormalize(task, s.targets[:s.cut]),
                                   np.nan) for s in series]
-    config, chosen = choose(config, rows, histories)
+    config, chosen = choose(config, rows, histories, season)
     return config, chosen, rows
 
 
