@@ -3,6 +3,7 @@ quarters, months, dates like Jan-1-1995) as a sortable key, and the first
 cell of another form, with a message naming its line. No TensorFlow here."""
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,9 @@ def season_length(times):
     if stamps.isna().any():
         return None
     try:
-        freq = pd.infer_freq(pd.DatetimeIndex(stamps))
+        with warnings.catch_warnings():   # pandas' note on its return type
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(pd.DatetimeIndex(stamps))
     except (TypeError, ValueError):
         return None
     code = str(getattr(freq, "freqstr", freq) or "").split("-")[0]
