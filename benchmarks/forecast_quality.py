@@ -165,17 +165,25 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
         used = best
     task, series = tasks.eval_series(trainer.config.data, str(model_dir))
     _, h = split(frame[value].to_numpy(float))
-    scores, _ = Forecaster(trainer.model, task,
-                           trainer.config.data.seq_len).skill(series, h)
+    scores, paths = Forecaster(trainer.model, task,
+                               trainer.config.data.seq_len).skill(series, h)
     name = primary_forecast(trainer.config.state_mode)
     chosen = {k: v for k, v in config_lib.to_dict(trainer.config).items()
               if k in ("state_mode", "train_steps")}
     chosen.update(units=trainer.config.model.units,
                   seq_len=trainer.config.data.seq_len,
                   batch_size=trainer.config.data.batch_size)
+    chosen["target_transform"] = trainer.config.data.target_transform
     chosen["checkpoint"] = os.path.basename(used)
-    return scores[name], dict(all=scores, train_seconds=round(seconds, 1),
-                              chosen=chosen)
+    info = dict(all=scores, train_seconds=round(seconds, 1), chosen=chosen,
+                forecast=[round(float(v), 4) for v in paths[name][0, :, 0]])
+    validation = model_dir / "validation.json"
+    if validation.exists():   # the best validation forecast, data units
+        best = json.loads(validation.read_text()).get("best") or {}
+        if best.get("mode") == "forecast":
+            std = task.norm["std"][task.norm["targets"][0]]
+            info["validation_rmse"] = float(np.sqrt(best["loss"]) * std)
+    return scores[name], info
 
 
 # ------------------------------------------------------------------ table

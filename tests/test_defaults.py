@@ -131,7 +131,7 @@ def test_train_py_says_what_it_chose_and_config_json_records_it(tmp_path):
     assert "--train_steps" not in first and "--eval_every" not in first
     saved = json.loads((run / "config.json").read_text())
     assert saved["state_mode"] == "windows" and saved["train_steps"] == 4
-    assert saved["data"]["seq_len"] == 24 and saved["model"]["units"] == 32
+    assert saved["data"]["seq_len"] == 24 and saved["model"]["units"] == 16
     assert "state_mode" in saved["chosen_from_data"]
     assert "train_steps" not in saved["chosen_from_data"]
     # Validation on the history's end: the best checkpoint never saw the

@@ -15,7 +15,10 @@ No TensorFlow here.
 import dataclasses
 import os
 
+import numpy as np
+
 from lstm_ctl.config import train as train_config
+from lstm_ctl.data import times, transforms
 from lstm_ctl.data.readers import holdout_cut
 
 # setting -> where it lives in TrainConfig; the value when nothing is chosen
@@ -31,6 +34,7 @@ FIXED = {
     "seq_len": (("data",), 20),
     "batch_size": (("data",), 32),
     "units": (("model",), 128),
+    "target_transform": (("data",), "levels"),
 }
 # eval_every is also chosen in windows mode; its own default (None: every
 # checkpoint) stays otherwise.
@@ -38,7 +42,7 @@ CHOSEN = tuple(FIXED) + ("eval_every",)
 
 LONG_DATA_ROWS = 100_000   # more history rows than this: carry over lanes
 WINDOW = 24                # the longest training window (rows)
-WINDOW_UNITS = 32
+WINDOW_UNITS = 16
 WINDOW_BATCH = 32
 PASSES = 100               # passes over all windows
 MIN_STEPS, MAX_STEPS = 200, 3000
@@ -69,15 +73,17 @@ def unset(config):
     """The settings of `config` left to the data (None). `eval_every` is
     one of them only beside another: alone, None is its own default (every
     checkpoint)."""
-    left = [name for name in FIXED if _get(config, name) is None]
+    left = [name for name in FIXED if _get(config, name) in (None, "auto")]
     return left + (["eval_every"] if left and config.eval_every is None
                    else [])
 
 
 def windows_settings(history_rows, validate_on="history", seq_len=None,
-                     batch_size=None):
+                     batch_size=None, season=None):
     """The windows-mode settings for streams of `history_rows` rows each:
-    `{setting: value}`."""
+    `{setting: value}`. `season`: the rows of one seasonal cycle (weekly
+    data: 52): a window holds one when it is longer than WINDOW rows (a
+    third of a typical stream at most)."""
     if validate_on is None:
         validate_on = ("history" if min(history_rows) >=
                        MIN_VALIDATION_HISTORY else "holdout")
@@ -86,7 +92,7 @@ def windows_settings(history_rows, validate_on="history", seq_len=None,
     pairs = [max(n - 1, 1) for n in rows]
     typical = sorted(pairs)[len(pairs) // 2]
     if seq_len is None:
-        seq_len = max(2, min(WINDOW, typical // 3))
+        seq_len = max(2, min(max(WINDOW, season or 0), typical // 3))
     windows = sum(max(1, p - seq_len + 1) for p in pairs)
     if batch_size is None:
         batch_size = max(1, min(WINDOW_BATCH, windows))
@@ -106,13 +112,16 @@ def with_fixed(config):
     return choose(config)[0]
 
 
-def choose(config, history_rows=None):
+def choose(config, history_rows=None, histories=None, season=None):
     """`(config, chosen)`: `config` (a TrainConfig) with every setting left
     to the data (None) filled in, and `{setting: value}` of those chosen.
     `history_rows`: the history rows (before the hold-out) of each stream
     (csv, text); None (sine) gives the fixed defaults. A csv task up to
     LONG_DATA_ROWS gets windows mode; otherwise the fixed defaults, with
-    lanes short and few enough to hold two chunks each."""
+    lanes short and few enough to hold two chunks each. `histories` (csv:
+    each stream's history targets, `[rows, O]` in data units, NaN where
+    missing): the target transform (`transforms.choose`; levels without
+    them). `season`: the rows of a seasonal cycle (`times.season_length`)."""
     left = unset(config)
     if not left:
         return config, {}
@@ -123,7 +132,7 @@ def choose(config, history_rows=None):
     if windows:
         values = windows_settings(
             history_rows, config.validate_on, config.data.seq_len,
-            config.data.batch_size)
+            config.data.batch_size, season)
     else:
         values = {name: fixed for name, (_, fixed) in FIXED.items()}
         values.update(eval_every=None, state_mode=mode or "carry")
@@ -133,6 +142,9 @@ def choose(config, history_rows=None):
                 2, min(values["seq_len"], pairs // 4))
             values.update(seq_len=seq_len, batch_size=max(1, min(
                 values["batch_size"], pairs // (2 * seq_len))))
+    values.setdefault("target_transform", "levels")
+    if config.data.task == "csv" and histories:
+        values["target_transform"] = transforms.choose(histories)
     chosen = {name: values[name] for name in left}
     config = _set(config, chosen)
     if history_rows:
@@ -154,12 +166,18 @@ def resolve(config):
         config = _set(config, {n: _get(saved, n) for n in unset(config)})
         return dataclasses.replace(
             config, chosen_from_data=saved.chosen_from_data), {}, None
-    rows = None
+    rows = histories = season = None
     if config.data.task in ("csv", "text"):
         from lstm_ctl.data import tasks
-        _, series = tasks.eval_series(config.data, config.model_dir)
+        data = dataclasses.replace(config.data, target_transform="levels")
+        task, series = tasks.eval_series(data, config.model_dir)
         rows = [s.cut for s in series]
-    config, chosen = choose(config, rows)
+        if config.data.task == "csv":
+            season = times.season_length(series[0].times[:series[0].cut])
+            histories = [np.where(s.weights[:s.cut, None] > 0,
+                                  tasks.denormalize(task, s.targets[:s.cut]),
+                                  np.nan) for s in series]
+    config, chosen = choose(config, rows, histories, season)
     return config, chosen, rows
 
 

@@ -19,6 +19,9 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 MISSING_MODES = ("error", "ffill", "drop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 VALIDATE_ON = ("holdout", "history")
+# "auto": chosen from the data (lstm_ctl/config/defaults.py), as when the
+# flag is not given; config.json records levels or changes.
+TARGET_TRANSFORMS = ("levels", "changes", "auto")
 CONFIG_FILE = "config.json"
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,12 @@ class DataConfig:
         "error", "CSV missing cells: error; ffill (inputs from the last value "
         "of the stream, a missing target is not trained or scored); drop "
         "(drop rows with a missing cell).", choices=MISSING_MODES)
+    target_transform: str = setting(
+        "levels", "CSV: what the model forecasts: levels (the target values "
+        "as they are) or changes (each row minus the row before; forecasts "
+        "are summed back onto the last known value, so every output stays "
+        "in data units); auto: chosen from the data.",
+        choices=TARGET_TRANSFORMS)
     csv_delimiter: Optional[str] = setting(
         None, "CSV cell separator: ',', ';', 'tab' or another character "
         "(default: sniffed: ',', ';' or tab).",
@@ -196,7 +205,7 @@ def eval_every(config):
 _TASK_ONLY = {  # DataConfig fields that only one task reads
     "text_file": "text", "csv_file": "csv", "target_columns": "csv",
     "input_columns": "csv", "time_column": "csv", "id_column": "csv",
-    "missing": "csv", "csv_delimiter": "csv"}
+    "missing": "csv", "csv_delimiter": "csv", "target_transform": "csv"}
 
 
 

@@ -49,6 +49,9 @@ class Series:
     weights: np.ndarray    # [L] float32: 0 where row t's target is missing
     times: list            # [L] time cells as written (str), or row indices
     cut: int               # rows [0, cut): history (train); [cut, L): hold-out
+    # csv, --target_transform=changes: [L, O] the target levels in data
+    # units (missing rows filled forward); targets then hold the changes.
+    levels: Optional[np.ndarray] = None
 
 
 # ------------------------------------------------------------ sine layout
@@ -171,5 +174,6 @@ def history_split(series):
     for s in series:
         end = max(s.cut, 2)
         out.append(Series(s.name, s.inputs[:end], s.targets[:end],
-                          s.weights[:end], s.times[:end], holdout_cut(end)))
+                          s.weights[:end], s.times[:end], holdout_cut(end),
+                          None if s.levels is None else s.levels[:end]))
     return out

@@ -13,6 +13,7 @@ import numpy as np
 
 from lstm_ctl import files
 from lstm_ctl.data import readers as tables
+from lstm_ctl.data import transforms
 from lstm_ctl.data.lanes import (  # noqa: F401
     Series, StreamArrays, history_split, lanes_from_streams, lay_out,
     next_step_arrays, series_arrays, series_pairs, stream_lanes)
@@ -39,6 +40,7 @@ class Task:
     input_columns: Optional[List[str]] = None    # csv only
     target_columns: Optional[List[str]] = None   # csv only
     streams: Optional[List[dict]] = None   # text/csv: name, rows, held-out
+    transform: str = "levels"   # csv: "changes" (data/transforms.py)
 
 
 # ---------------------------------------------------------------- tasks
@@ -102,6 +104,10 @@ def csv_series(config, model_dir, frame=None):
     table = tables.read_csv_table(config, frame)
     inputs, targets = table.input_columns, table.target_columns
     columns = inputs + [c for c in targets if c not in inputs]
+    transform = getattr(config, "target_transform", None) or "levels"
+    levels = [None] * len(table.streams)
+    if transform == "changes":
+        table, levels = transforms.table_changes(table)
     norm_path = os.path.join(model_dir, NORM_FILE)
     if os.path.exists(norm_path):
         norm = tables.read_json(norm_path)
@@ -110,23 +116,29 @@ def csv_series(config, model_dir, frame=None):
                 f"the columns read from {_source(config, frame)} "
                 f"({columns}: inputs, then targets) are not those the model "
                 f"was trained on ({norm['columns']}, {norm_path}).")
+        if norm.get("transform", "levels") != transform:
+            raise ValueError(
+                f"{norm_path} normalises the {norm.get('transform', 'levels')}"
+                f" of the targets, but --target_transform={transform}: "
+                "evaluate a run with the transform its config.json records.")
     else:
-        norm = tables.column_statistics(table, columns)
+        norm = dict(tables.column_statistics(table, columns),
+                    transform=transform)
     mean, std = np.array(norm["mean"]), np.array(norm["std"])
     at = [columns.index(c) for c in targets]
     series = []
-    for s in table.streams:
+    for s, level in zip(table.streams, levels):
         y = (s.targets - mean[at]) / std[at]
         present = ~np.isnan(y).any(1)
         series.append(Series(
             s.name, ((s.inputs - mean[:len(inputs)]) / std[:len(inputs)]
                      ).astype(np.float32),
             np.where(present[:, None], y, 0.0).astype(np.float32),
-            present.astype(np.float32), s.times, holdout_cut(len(y))))
+            present.astype(np.float32), s.times, holdout_cut(len(y)), level))
     task = Task("csv", len(inputs), len(targets), "mse", "mae",
                 "repeat-last-value", norm=dict(norm, targets=at),
                 input_columns=inputs, target_columns=targets,
-                streams=_summary(series))
+                streams=_summary(series), transform=transform)
     return task, series
 
 
@@ -172,7 +184,8 @@ def eval_series(config, model_dir, frame=None):
 
 def denormalize(task, y):
     """`[..., O]` normalised target values -> data units (identity for
-    sine; text: not used)."""
+    sine; text: not used). Of a changes run: the changes (data/transforms.py
+    sums them back onto levels)."""
     if task.norm is None:
         return y
     at = task.norm["targets"]
@@ -188,6 +201,8 @@ def save_task_files(task, model_dir):
         _write_json(os.path.join(model_dir, VOCAB_FILE), task.vocab)
     if task.norm is not None:
         norm = {k: task.norm[k] for k in ("columns", "mean", "std")}
+        if task.transform != "levels":
+            norm["transform"] = task.transform
         _write_json(os.path.join(model_dir, NORM_FILE), norm)
     if task.streams is not None:
         _write_json(os.path.join(model_dir, STREAMS_FILE), task.streams)

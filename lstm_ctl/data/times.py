@@ -3,6 +3,7 @@ quarters, months, dates like Jan-1-1995) as a sortable key, and the first
 cell of another form, with a message naming its line. No TensorFlow here."""
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,34 @@ def future_times(times, horizon):
     dated = cells.str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
     return [t.strftime("%Y-%m-%d") if dated else t.isoformat()
             for t in future]
+
+
+# Rows in one seasonal cycle, by the step of the time column.
+SEASONS = {"W": 52, "D": 7, "B": 5, "H": 24, "M": 12, "MS": 12, "ME": 12,
+           "Q": 4, "QS": 4, "QE": 4}
+
+
+def season_length(times):
+    """The rows in one seasonal cycle (a year of weeks, months or quarters;
+    a week of days; a day of hours) when the time cells step regularly by
+    one such unit, else None."""
+    cells = pd.Series([str(t).strip() for t in times])
+    if len(cells) < 3:
+        return None
+    if cells.str.fullmatch(r"\d{4}Q[1-4]", case=False).all():
+        return 4
+    if cells.str.fullmatch(r"\d{4}-\d{2}").all():
+        return 12
+    if pd.to_numeric(cells, errors="coerce").notna().all():
+        return None
+    stamps = pd.to_datetime(cells, format="ISO8601", errors="coerce")
+    if stamps.isna().any():
+        return None
+    try:
+        with warnings.catch_warnings():   # pandas' note on its return type
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(pd.DatetimeIndex(stamps))
+    except (TypeError, ValueError):
+        return None
+    code = str(getattr(freq, "freqstr", freq) or "").split("-")[0]
+    return SEASONS.get(code.upper() if code.lower() == "h" else code)

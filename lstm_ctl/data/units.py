@@ -46,6 +46,14 @@ def served_task(config, model_dir):
                 f"{path} not found: a csv run dir holds the normalisation "
                 "train.py saved; serving needs it to read data units.")
         norm = read_json(path)
+        if norm.get("transform", "levels") != "levels":
+            raise ValueError(
+                f"{model_dir} was trained on the changes of its targets "
+                f"(--target_transform={norm['transform']}, config.json); "
+                "serving answers in levels and does not yet sum changes "
+                "back per session: train with --target_transform=levels to "
+                "serve it, or forecast it with evaluate.py --forecast=H "
+                "--forecast_csv=PATH (in data units).")
         inputs, targets = list(d.input_columns), list(d.target_columns)
         columns = inputs + [c for c in targets if c not in inputs]
         if norm["columns"] != columns:

@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from lstm_ctl.data import tasks as data
+from lstm_ctl.data import transforms
 from lstm_ctl.data.times import future_times
 from lstm_ctl.run import holdout
 from lstm_ctl.run.holdout import (  # noqa: F401
@@ -42,22 +42,22 @@ class Forecaster(holdout.Runner):
     def forecast(self, series, horizon):
         """`[B, horizon, O]` in data units (text: logits): the roll-out
         after the whole series (history and hold-out), from the carried
-        state."""
+        state (a changes run: summed onto the last level)."""
         state = self.warm_up(series, [len(s.inputs) - 1 for s in series])
         x_last = np.stack([s.inputs[-1] for s in series])
         values = self.rollout(state, x_last, horizon)
         if self.task.loss == "xent":
             return values
-        return data.denormalize(self.task, values)
+        return transforms.path_levels(self.task, series, values,
+                                      [len(s.inputs) for s in series])
 
     def skill(self, series, horizon, warm_state=None):
         """Forecasts of the first `horizon` hold-out rows from the end of the
         history, in data units: `({"holdout_forecast_carry": rmse, ...},
         paths)` (see `holdout.Runner.backtest`)."""
-        paths, actual, weights, n = self.backtest(series, horizon, warm_state)
-        paths = {f"holdout_forecast_{k}": data.denormalize(self.task, v)
-                 for k, v in paths.items()}
-        actual = data.denormalize(self.task, actual)
+        paths, actual, weights, n = self.backtest_levels(series, horizon,
+                                                         warm_state)
+        paths = {f"holdout_forecast_{k}": v for k, v in paths.items()}
         rmse = {name: _rmse(np.concatenate([p[i, :k]
                                             for i, k in enumerate(n)]),
                             actual, weights)
@@ -90,9 +90,11 @@ def prediction_rows(task, series, carry, reset, max_steps=0):
             pr = [[task.vocab[i]] for i in pr.argmax(-1)]
         else:
             actual = [[_fmt(v) for v in r]
-                      for r in data.denormalize(task, s.targets[a:b])]
-            pc = [[_fmt(v) for v in r] for r in data.denormalize(task, pc)]
-            pr = [[_fmt(v) for v in r] for r in data.denormalize(task, pr)]
+                      for r in transforms.actual_levels(task, s, a, b)]
+            pc = [[_fmt(v) for v in r]
+                  for r in transforms.step_levels(task, s, pc, a)]
+            pr = [[_fmt(v) for v in r]
+                  for r in transforms.step_levels(task, s, pr, a)]
         for j in range(b - a):
             for c, name in enumerate(cols):
                 known = s.weights[a + j] > 0
@@ -178,14 +180,16 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
             ax.set_ylabel("bits of the next character")
         else:
             h0 = max(a - PLOT_HISTORY, 0)
-            actual = data.denormalize(task, s.targets[h0:a + n])[:, c]
+            actual = transforms.actual_levels(task, s, h0, a + n)[:, c]
             # a gap in the line where the target is missing, not a value
             actual = np.where(s.weights[h0:a + n] > 0, actual, np.nan)
             ax.plot(np.arange(h0, a + n), actual, color="black", lw=1.2,
                     label="actual")
-            ax.plot(rows, data.denormalize(task, carry[i][:n])[:, c],
+            ax.plot(rows, transforms.step_levels(task, s, carry[i][:n],
+                                                 a)[:, c],
                     color="tab:blue", lw=1, label="predicted (carry)")
-            ax.plot(rows, data.denormalize(task, reset[i][:n])[:, c],
+            ax.plot(rows, transforms.step_levels(task, s, reset[i][:n],
+                                                 a)[:, c],
                     color="tab:red", lw=0.8, alpha=0.7,
                     label="predicted (reset)")
             styles = {"holdout_forecast_carry": ("tab:green", "-"),

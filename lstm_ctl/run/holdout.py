@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.data import losses
+from lstm_ctl.data import transforms
 
 WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
 RUN_FILE = "run.json"   # what training learned about the run: the horizon
@@ -85,14 +86,17 @@ def warmup_ranges(series, warmup="history"):
 def naive_outputs(task, series, max_steps=0):
     """The naive model's outputs on the hold-out steps, one `[n_i, O]` per
     stream, scored like the model's: repeat-last-value (the last observed
-    target; mse tasks) or the unigram distribution of the history
-    (logits; text)."""
+    target; mse tasks; of a changes run: no change) or the unigram
+    distribution of the history (logits; text)."""
     sp = spans(series, max_steps)
     if task.loss == "xent":
         ids = np.concatenate([s.inputs[:max(s.cut - 1, 1)] for s in series])
         counts = np.bincount(ids, minlength=task.output_dim) + 1.0
         logp = np.log(counts / counts.sum()).astype(np.float32)
         return [np.tile(logp, (b - a, 1)) for a, b in sp]
+    if transforms.is_changes(task):
+        zero = transforms.zero_change(task)
+        return [np.tile(zero, (b - a, 1)) for a, b in sp]
     out = []
     for s, (a, b) in zip(series, sp):
         seen = np.where(s.weights > 0, np.arange(len(s.weights)), 0)
@@ -165,9 +169,10 @@ class Runner:
         "naive"}` -> `[B, horizon, O]` normalised; carry: from the state of
         the whole history (or `warm_state`); reset: from the initial state
         warmed up over only the last `seq_len` history rows; naive: the last
-        history value repeated. `actual` `[sum n, O]` and `weights` are the
-        `n[i] = min(horizon, hold-out rows)` rows forecast, concatenated.
-        `modes`: the paths to compute."""
+        history value repeated (a changes run: no change). `actual`
+        `[sum n, O]` and `weights` are the `n[i] = min(horizon, hold-out
+        rows)` rows forecast, concatenated. `modes`: the paths to compute.
+        """
         sp = spans(series)
         x_last = np.stack([s.inputs[a - 1] for s, (a, _) in zip(series, sp)])
         paths = {}
@@ -181,7 +186,9 @@ class Runner:
             paths["reset"] = self.rollout(short, x_last, horizon)
         if "naive" in modes:
             paths["naive"] = np.stack([
-                np.repeat(s.targets[a - 1][None], horizon, 0)
+                np.repeat((transforms.zero_change(self.task)
+                           if transforms.is_changes(self.task)
+                           else s.targets[a - 1])[None], horizon, 0)
                 for s, (a, _) in zip(series, sp)])
         n = [min(horizon, b - a) for a, b in sp]
         actual = np.concatenate([s.targets[a:a + k]
@@ -190,16 +197,36 @@ class Runner:
                                   for s, (a, _), k in zip(series, sp, n)])
         return paths, actual, weights, n
 
+    def backtest_levels(self, series, horizon, warm_state=None,
+                        modes=("carry", "reset", "naive")):
+        """`backtest` in data units: the paths and `actual` as levels (a
+        changes run's forecast summed onto the last history level)."""
+        paths, _, weights, n = self.backtest(series, horizon, warm_state,
+                                             modes)
+        starts = [a for a, _ in spans(series)]
+        paths = {k: transforms.path_levels(self.task, series, v, starts)
+                 for k, v in paths.items()}
+        actual = np.concatenate([
+            transforms.actual_levels(self.task, s, a, a + k)
+            for s, a, k in zip(series, starts, n)])
+        return paths, actual, weights, n
+
     def forecast_scores(self, series, horizon, modes):
         """`{mode: {"loss", "rmse"}}`: the backtests of `modes` over the
-        first `horizon` hold-out rows (normalised units: loss is the MSE)."""
-        paths, actual, weights, n = self.backtest(series, horizon,
-                                                  modes=modes)
+        first `horizon` hold-out rows, their error in data units divided by
+        the targets' normalisation std (loss is the MSE; a changes run's
+        forecast summed back onto levels, then divided by the changes'
+        std)."""
+        paths, actual, weights, n = self.backtest_levels(series, horizon,
+                                                         modes=modes)
+        norm = self.task.norm
+        std = (1.0 if norm is None else
+               np.array(norm["std"])[norm["targets"]])
         out = {}
         for mode in modes:
             pred = np.concatenate([paths[mode][i, :k]
                                    for i, k in enumerate(n)])
-            err = ((pred - actual) ** 2).mean(-1)
+            err = (((pred - actual) / std) ** 2).mean(-1)
             mse = float((err * weights).sum() / max(weights.sum(), 1e-12))
             out[mode] = {"loss": mse, "rmse": float(np.sqrt(mse))}
         return out
