@@ -49,7 +49,8 @@ def test_two_replicas_give_the_single_device_losses_in_reset_mode(tmp_path):
         np.testing.assert_array_equal(a, b)   # same initial weights
     r1, r2 = one.run(), two.run()
     np.testing.assert_allclose(r2["losses"], r1["losses"], atol=ATOL)
-    carried_and_evaluated_alike(one, two)
+    # (The carried state and evaluate.py on a two-replica checkpoint: the
+    # carry-mode test below.)
 
 
 @pytest.mark.slow
