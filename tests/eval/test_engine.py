@@ -17,7 +17,7 @@ from lstm_ctl.run import checkpoints
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
-from helpers import run_main
+from helpers import run_main, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -25,10 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("eval") / "run"
-    config = TrainConfig(model_dir=str(model_dir), model=ModelConfig(units=16),
-                         data=DataConfig(seq_len=10, batch_size=4),
-                         train_steps=60, log_every=20, hist_every=100,
-                         checkpoint_every=20, lr_schedule="constant")
+    config = tiny_config(model_dir.parent, model_dir.name, train_steps=60,
+                         log_every=20, hist_every=100, checkpoint_every=20)
     trainer.train(config, out=io.StringIO())
     return str(model_dir)
 
@@ -157,7 +155,7 @@ def test_text_sampling_with_step(tmp_path):
 
 def test_relative_model_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = TrainConfig(model_dir="runs/rel", model=ModelConfig(units=4),
+    config = TrainConfig(model_dir="runs/rel", model=ModelConfig(units=8),
                          data=DataConfig(seq_len=5, batch_size=2),
                          train_steps=2, checkpoint_every=1, log_every=1)
     trainer.train(config, out=io.StringIO())

@@ -187,7 +187,7 @@ class BesideClock:
 def test_watch_follows_a_run_beside_it_and_skips_a_deleted_checkpoint(
         tmp_path, monkeypatch):
     config = train_run(tmp_path, DataConfig(seq_len=5, batch_size=2),
-                       units=4, max_to_keep=2)
+                       max_to_keep=2)
 
     def train_to(steps):
         trainer.train(dataclasses.replace(config, train_steps=steps),
