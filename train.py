@@ -37,10 +37,8 @@ def _fail(message):
 def resolve(config, out=None):
     """`(config, chosen)`: the settings not given filled in (recorded by a
     resumed run, else chosen from the data), said in one line on `out`."""
-    config, chosen, rows = defaults.resolve(config)
-    line = defaults.describe(chosen, rows, "characters"
-                             if config.data.task == "text" else "rows")
-    if line and rows:
+    config, chosen, line = defaults.resolve_and_describe(config)
+    if line:
         print(line, file=out or sys.stdout, flush=True)
     return config, chosen
 

@@ -181,6 +181,14 @@ def resolve(config):
     return config, chosen, rows
 
 
+def resolve_and_describe(config):
+    """`(config, chosen, line)`: `resolve`, and the one line that says what
+    was chosen from the data ("" when nothing was)."""
+    config, chosen, rows = resolve(config)
+    unit = "characters" if config.data.task == "text" else "rows"
+    return config, chosen, describe(chosen, rows, unit) if rows else ""
+
+
 def describe(chosen, history_rows=None, unit="rows"):
     """One line: what was chosen (the values other than the fixed ones),
     from what, and that flags override it ("" when nothing differs)."""

@@ -14,6 +14,7 @@ import numpy as np
 from lstm_ctl import files
 from lstm_ctl.data import readers as tables
 from lstm_ctl.data import transforms
+from lstm_ctl.data.transforms import denormalize  # noqa: F401
 from lstm_ctl.data.lanes import (  # noqa: F401
     Series, StreamArrays, history_split, lanes_from_streams, lay_out,
     next_step_arrays, series_arrays, series_pairs, stream_lanes)
@@ -180,17 +181,6 @@ def eval_series(config, model_dir, frame=None):
     if config.task == "csv":
         return csv_series(config, model_dir)
     raise ValueError(f"unknown task {config.task!r}")
-
-
-def denormalize(task, y):
-    """`[..., O]` normalised target values -> data units (identity for
-    sine; text: not used). Of a changes run: the changes (data/transforms.py
-    sums them back onto levels)."""
-    if task.norm is None:
-        return y
-    at = task.norm["targets"]
-    return (np.asarray(y) * np.array(task.norm["std"])[at]
-            + np.array(task.norm["mean"])[at])
 
 
 def save_task_files(task, model_dir):

@@ -61,11 +61,14 @@ def table_changes(table):
     return dataclasses.replace(table, streams=streams), levels
 
 
-def _denorm(task, y):
+def denormalize(task, y):
+    """`[..., O]` normalised target values -> data units (identity for
+    sine; text: not used). Of a changes run: the changes (the functions
+    below sum them back onto levels)."""
     if task.norm is None:
-        return np.asarray(y, np.float64)
+        return np.asarray(y)
     at = task.norm["targets"]
-    return (np.asarray(y, np.float64) * np.array(task.norm["std"])[at]
+    return (np.asarray(y) * np.array(task.norm["std"])[at]
             + np.array(task.norm["mean"])[at])
 
 
@@ -85,7 +88,7 @@ def path_levels(task, series, values, starts):
     """`[B, H, O]` model outputs (normalised), the rows from `starts[i]`
     on of stream i -> data units: levels as they are, changes summed onto
     the level of row `starts[i] - 1`."""
-    y = _denorm(task, values)
+    y = denormalize(task, values)
     if not is_changes(task):
         return y
     anchor = np.stack([s.levels[a - 1] for s, a in zip(series, starts)])
@@ -95,7 +98,7 @@ def path_levels(task, series, values, starts):
 def step_levels(task, s, values, a):
     """`[n, O]` one-step outputs for rows [a, a + n) of stream `s` -> data
     units (changes: each added to the known level of the row before)."""
-    y = _denorm(task, values)
+    y = denormalize(task, values)
     if not is_changes(task):
         return y
     return s.levels[a - 1:a - 1 + len(y)] + y
@@ -105,7 +108,7 @@ def actual_levels(task, s, a, b):
     """`[b - a, O]` the actual targets of rows [a, b) in data units."""
     if is_changes(task):
         return s.levels[a:b]
-    return _denorm(task, s.targets[a:b])
+    return denormalize(task, s.targets[a:b])
 
 
 def persistence(y):

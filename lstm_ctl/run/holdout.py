@@ -21,9 +21,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lstm_ctl.core.state import LSTMState
 from lstm_ctl.data import losses
 from lstm_ctl.data import transforms
+from lstm_ctl.run.builders import batch_signature
 
 WARMUP_CHUNK = 4096     # steps per call when warming up (bounds memory)
 RUN_FILE = "run.json"   # what training learned about the run: the horizon
@@ -94,15 +94,17 @@ def naive_outputs(task, series, max_steps=0):
         counts = np.bincount(ids, minlength=task.output_dim) + 1.0
         logp = np.log(counts / counts.sum()).astype(np.float32)
         return [np.tile(logp, (b - a, 1)) for a, b in sp]
+    return [naive_after(task, s)[a - 1:b - 1] for s, (a, b) in zip(series, sp)]
+
+
+def naive_after(task, s):
+    """`[L, O]` float32: row t is the naive forecast made after row t of
+    stream `s`: its last observed target up to t (a changes run: no
+    change)."""
     if transforms.is_changes(task):
-        zero = transforms.zero_change(task)
-        return [np.tile(zero, (b - a, 1)) for a, b in sp]
-    out = []
-    for s, (a, b) in zip(series, sp):
-        seen = np.where(s.weights > 0, np.arange(len(s.weights)), 0)
-        last = s.targets[np.maximum.accumulate(seen)]
-        out.append(last[a - 1:b - 1].astype(np.float32))
-    return out
+        return np.tile(transforms.zero_change(task), (len(s.targets), 1))
+    seen = np.where(s.weights > 0, np.arange(len(s.weights)), 0)
+    return s.targets[np.maximum.accumulate(seen)].astype(np.float32)
 
 
 def feedback(task):
@@ -145,12 +147,8 @@ class Runner:
         inputs `x_last` (`[B, D]`, or `[B]` ids) from `state`, then on each
         of its own predictions."""
         if self._step is None:
-            model = self.model
-            state_spec = tuple(
-                LSTMState(tf.TensorSpec([None, model.units], tf.float32),
-                          tf.TensorSpec([None, model.units], tf.float32))
-                for _ in range(model.num_layers))
-            self._step = tf.function(model.step, input_signature=[
+            _, state_spec = batch_signature(self.task, self.model)
+            self._step = tf.function(self.model.step, input_signature=[
                 tf.TensorSpec([None, self.task.input_dim], tf.float32),
                 state_spec])
         feed = feedback(self.task)
@@ -186,9 +184,7 @@ class Runner:
             paths["reset"] = self.rollout(short, x_last, horizon)
         if "naive" in modes:
             paths["naive"] = np.stack([
-                np.repeat((transforms.zero_change(self.task)
-                           if transforms.is_changes(self.task)
-                           else s.targets[a - 1])[None], horizon, 0)
+                np.repeat(naive_after(self.task, s)[a - 1][None], horizon, 0)
                 for s, (a, _) in zip(series, sp)])
         n = [min(horizon, b - a) for a, b in sp]
         actual = np.concatenate([s.targets[a:a + k]

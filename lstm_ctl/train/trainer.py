@@ -71,14 +71,11 @@ class Trainer:
         (config/defaults.py)."""
         from lstm_ctl.config import defaults
         config = config_lib.with_saved_input_columns(config)
-        config, chosen, rows = defaults.resolve(config)
-        line = defaults.describe(chosen, rows, "characters"
-                                 if config.data.task == "text" else "rows")
-        if line and rows:
+        config, _, line = defaults.resolve_and_describe(config)
+        if line:
             print(line, file=out or sys.stdout)
         config_lib.validate(config)
         config = config_lib.with_absolute_paths(config)
-        config = config_lib.with_saved_input_columns(config)
         self.model_dir = config.model_dir
         # Bad data stops here, before the model dir is touched.
         self.task, self.arrays = task or data.build_task(

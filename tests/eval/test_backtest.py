@@ -72,3 +72,15 @@ def test_the_two_forecasts_are_named_as_the_docs_name_them():
     assert "`" + ",".join(forecast.FORECAST_HEADER) + "`" in evaluation
     assert forecast.primary_forecast("windows") == "holdout_forecast_reset"
     assert forecast.primary_forecast("carry") == "holdout_forecast_carry"
+
+
+def test_the_naive_forecast_repeats_the_last_observed_value():
+    # The last history row's target is missing (weight 0, stored as 0): the
+    # naive forecast repeats the row before it, as the one-step naive does.
+    s = _series([1.0, 2.0, 3.0, 4.0, 0.0, 6.0, 7.0], 5)
+    s.weights[4] = 0.0
+    runner = holdout.Runner(None, TASK, seq_len=2)
+    paths, *_ = runner.backtest([s], 2, modes=("naive",))
+    np.testing.assert_array_equal(paths["naive"][0, :, 0], [4.0, 4.0])
+    one_step, = holdout.naive_outputs(TASK, [s])
+    np.testing.assert_array_equal(one_step[:, 0], [4.0, 6.0])
