@@ -5,8 +5,9 @@ were added to (or removed from) the upstream list and nginx was reloaded.
         http://127.0.0.1:8501 http://127.0.0.1:8502   # the old servers
 
 For each stream of each old server (`GET /v1/streams`), its state and step
-count are read from that server and set through the proxy (`POST
-/v1/streams/{id}/reset` with `state` and `steps`): the request lands on the
+count (and, for a run trained on changes, its last level) are read from
+that server and set through the proxy (`POST /v1/streams/{id}/reset` with
+`state`, `steps` and `level`): the request lands on the
 stream's server under the new hash. When that is another server (the
 `X-Lstm-Ctl-Server` header says which answered), the stream is deleted from
 the old one. A stream that stays where it is gets its own state again (no
@@ -50,9 +51,10 @@ def move(proxy, servers, token=None, out=sys.stdout):
         for sid in ids["streams"]:
             path = f"/v1/streams/{urllib.parse.quote(sid, safe='')}"
             state, _ = call(f"{server}{path}/state", token=token)
-            _, landed = call(f"{proxy}{path}/reset", "POST",
-                             {"state": state["state"],
-                              "steps": state["steps"]}, token=token)
+            body = {k: state[k] for k in ("state", "steps", "level")
+                    if k in state}  # level: a changes run's streams only
+            _, landed = call(f"{proxy}{path}/reset", "POST", body,
+                             token=token)
             if landed != server_id:
                 call(f"{server}{path}", "DELETE", token=token)
                 moved += 1

@@ -48,11 +48,13 @@ def _free_port():
 
 
 def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
-                  vocab=None):
+                  vocab=None, norm=None):
     """A run dir as train.py leaves it (config.json, a checkpoint of the
     model, optimizer and step in the model dir), with random weights and a
     random learned initial state instead of training: task sine, or text
-    over `vocab` (a vocab.json is written)."""
+    over `vocab` (a vocab.json is written), or csv with the
+    normalization.json `norm` (its columns the inputs, the last one the
+    target; its "transform" the run's --target_transform)."""
     import json
     from lstm_ctl import config as config_lib
     from lstm_ctl.data import tasks
@@ -62,6 +64,12 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
             if vocab is None
             else config_lib.DataConfig(task="text", text_file="t.txt",
                                        seq_len=5, batch_size=2, seed=seed))
+    if norm is not None:
+        data = config_lib.DataConfig(
+            task="csv", csv_file="d.csv", input_columns=tuple(
+                norm["columns"]), target_columns=(norm["columns"][-1],),
+            target_transform=norm.get("transform", "levels"), seq_len=5,
+            batch_size=2, seed=seed)
     config = config_lib.TrainConfig(
         model_dir=str(model_dir),
         model=config_lib.ModelConfig(units=units, num_layers=num_layers,
@@ -71,6 +79,9 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
     if vocab is not None:
         with open(os.path.join(model_dir, tasks.VOCAB_FILE), "w") as f:
             json.dump(list(vocab), f)
+    if norm is not None:
+        with open(os.path.join(model_dir, tasks.NORM_FILE), "w") as f:
+            json.dump(norm, f)
     model = builders.build_model(config, served_task(config, model_dir))
     rng = np.random.default_rng(seed)
     for v in model.weights:
@@ -100,8 +111,8 @@ def free_port():
 @pytest.fixture(scope="session")
 def make_run_dir():
     """`make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
-    vocab=None)`: a tiny sine (or text) run dir with random weights, in
-    train.py's layout."""
+    vocab=None, norm=None)`: a tiny sine (or text, or csv) run dir with
+    random weights, in train.py's layout."""
     return _make_run_dir
 
 

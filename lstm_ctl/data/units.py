@@ -3,7 +3,10 @@
 Serving speaks the task's units, not the model's: csv inputs and outputs in
 data units (the run's normalisation.json applied inside), sine values as
 they are, text characters in and next-character probabilities out (the
-run's vocab.json). Everything is rebuilt from the run dir's config.json and
+run's vocab.json). A csv run trained on the changes of its targets still
+speaks levels: each row's target columns become changes against the level
+before them (the stream's last known level, which the server keeps), and
+forecast changes are summed back onto the row's level. Everything is rebuilt from the run dir's config.json and
 task files, without reading the training data. No TensorFlow here.
 """
 
@@ -12,7 +15,7 @@ import os
 
 import numpy as np
 
-from lstm_ctl.data import tasks
+from lstm_ctl.data import tasks, transforms
 from lstm_ctl.data.readers import read_json
 
 
@@ -46,15 +49,17 @@ def served_task(config, model_dir):
                 f"{path} not found: a csv run dir holds the normalisation "
                 "train.py saved; serving needs it to read data units.")
         norm = read_json(path)
-        if norm.get("transform", "levels") != "levels":
+        transform = norm.get("transform", "levels")
+        inputs, targets = list(d.input_columns), list(d.target_columns)
+        unseen = [c for c in targets if c not in inputs]
+        if transform != "levels" and unseen:
             raise ValueError(
                 f"{model_dir} was trained on the changes of its targets "
-                f"(--target_transform={norm['transform']}, config.json); "
-                "serving answers in levels and does not yet sum changes "
-                "back per session: train with --target_transform=levels to "
-                "serve it, or forecast it with evaluate.py --forecast=H "
-                "--forecast_csv=PATH (in data units).")
-        inputs, targets = list(d.input_columns), list(d.target_columns)
+                f"(--target_transform={transform}), and target column(s) "
+                f"{unseen} are not input columns: a request row would not "
+                "hold their levels to sum the forecast changes onto. Train "
+                "with the targets among --input_columns, or with "
+                "--target_transform=levels, to serve it.")
         columns = inputs + [c for c in targets if c not in inputs]
         if norm["columns"] != columns:
             raise ValueError(
@@ -64,7 +69,8 @@ def served_task(config, model_dir):
                           "repeat-last-value",
                           norm=dict(norm, targets=[columns.index(c)
                                                    for c in targets]),
-                          input_columns=inputs, target_columns=targets)
+                          input_columns=inputs, target_columns=targets,
+                          transform=transform)
     raise ValueError(f"unknown task {d.task!r}")
 
 
@@ -80,6 +86,13 @@ class Units:
             n = task.input_dim
             self._mean = np.array(task.norm["mean"][:n], np.float64)
             self._std = np.array(task.norm["std"][:n], np.float64)
+        # A changes run: where each target column is in a request row; the
+        # level a stream keeps has one value per target column.
+        self.changes = transforms.is_changes(task)
+        self.level_dim = task.output_dim if self.changes else 0
+        self._level_at = ([task.input_columns.index(c)
+                           for c in task.target_columns]
+                          if self.changes else None)
 
     def describe(self):
         """What a client needs to know: the task, the row layouts."""
@@ -95,16 +108,52 @@ class Units:
                        inputs="one row of input_columns per timestep, data "
                               "units",
                        outputs="next row of target_columns, data units")
+            if self.changes:
+                out.update(target_transform="changes", outputs=(
+                    "next row of target_columns, data units (the forecast "
+                    "change summed onto the row's level)"))
         else:
             out.update(inputs="one value per timestep",
                        outputs="the next value")
         return out
 
-    def encode(self, rows):
+    def encode(self, rows, level=None):
         """Request rows -> `[k, D]` float32 model inputs (normalised or
-        one-hot); raises UnitsError naming the problem."""
+        one-hot); raises UnitsError naming the problem. A changes run: the
+        target columns of row 0 become changes against `level` (`[O]`, the
+        stream's last known level; None or NaN: unknown, a change of 0, as
+        for the first row of a stream in training), those of each later row
+        against the row before."""
         if self._index is not None:
             return self._encode_text(rows)
+        out = self.read(rows)
+        if self.changes:
+            out = out.copy()
+            known = np.full(self.level_dim, np.nan) if level is None \
+                else np.asarray(level, np.float64)
+            change = transforms.changes(np.concatenate(
+                [known[None], self.levels_of(out)]))[1:]
+            out[:, self._level_at] = np.nan_to_num(change, nan=0.0)
+        if self.task.norm is not None:
+            out = (out - self._mean) / self._std
+            if not (np.abs(out) <= FLOAT32_MAX).all():
+                raise UnitsError("\"inputs\" holds a value too large for "
+                                 "float32 once normalised.")
+        return out.astype(np.float32)
+
+    def levels_of(self, rows):
+        """A changes run: `[k, O]` float64, the target columns' levels of
+        `[k, D]` rows read in data units (`read`)."""
+        return np.asarray(rows, np.float64)[:, self._level_at]
+
+    def read(self, rows):
+        """Request rows of numbers -> `[k, D]` float64, checked, in data
+        units; raises UnitsError naming the problem."""
+        if isinstance(rows, np.ndarray):  # read already (the server)
+            if rows.ndim == 2 and rows.shape[1] == self.input_dim and \
+                    len(rows) and (np.abs(rows) <= FLOAT32_MAX).all():
+                return rows.astype(np.float64)
+            rows = rows.tolist()
         if not isinstance(rows, list) or not rows:
             raise UnitsError(
                 "\"inputs\" must be a non-empty list of rows (one per "
@@ -126,13 +175,7 @@ class Units:
                 if abs(v) > FLOAT32_MAX:
                     raise UnitsError(f"row {t}, feature {k} of \"inputs\" "
                                      "is too large for float32.")
-        out = np.array(rows, np.float64)
-        if self.task.norm is not None:
-            out = (out - self._mean) / self._std
-            if not (np.abs(out) <= FLOAT32_MAX).all():
-                raise UnitsError("\"inputs\" holds a value too large for "
-                                 "float32 once normalised.")
-        return out.astype(np.float32)
+        return np.array(rows, np.float64)
 
     def _encode_text(self, rows):
         if isinstance(rows, str):
@@ -155,12 +198,16 @@ class Units:
         out[np.arange(len(chars)), [self._index[c] for c in chars]] = 1.0
         return out
 
-    def decode(self, y):
-        """`[k, O]` model outputs -> rows in the task's units (lists)."""
+    def decode(self, y, levels=None):
+        """`[k, O]` model outputs -> rows in the task's units (lists). A
+        changes run: each forecast change is summed onto `levels` `[k, O]`,
+        the level of the row it followed."""
         y = np.asarray(y, np.float64)
         if self._index is not None:
             e = np.exp(y - y.max(-1, keepdims=True))
             y = e / e.sum(-1, keepdims=True)
         else:
-            y = tasks.denormalize(self.task, y)
+            y = transforms.denormalize(self.task, y)
+        if self.changes:
+            y = np.asarray(levels, np.float64) + y
         return np.asarray(y, np.float64).tolist()

@@ -13,6 +13,8 @@ import numpy as np
 import prometheus_client as prom
 from aiohttp import web
 
+from lstm_ctl.data.units import UnitsError
+from lstm_ctl.serve.levels import level_json
 from lstm_ctl.serve.pool import PoolFullError, UnknownStreamError
 
 RETRY_AFTER_SECONDS = 1
@@ -84,7 +86,8 @@ class Metrics:
 class _Op:
     kind: str          # "step", "reset", "state", "end"
     stream: str
-    value: object      # step: [k, D] inputs; reset: (state or None, steps)
+    value: object      # step: [k, D] inputs (a changes run: data units);
+    #                    reset: (state or None, steps, level or None)
     future: asyncio.Future
 
 
@@ -194,13 +197,16 @@ class Scheduler:
         pool = self.pool
         try:
             if op.kind == "reset":
-                state, steps = op.value
-                pool.reset(op.stream, state, steps)
+                state, steps, level = op.value
+                pool.reset(op.stream, state, steps, level)
                 return True, {"stream": op.stream, "steps": steps}
             if op.kind == "state":
-                return True, {"stream": op.stream,
-                              "state": state_json(pool.state(op.stream)),
-                              "steps": pool.steps(op.stream)}
+                out = {"stream": op.stream,
+                       "state": state_json(pool.state(op.stream)),
+                       "steps": pool.steps(op.stream)}
+                if pool.level_dim:  # a changes run: the level too
+                    out["level"] = level_json(pool.level(op.stream))
+                return True, out
             if op.kind == "end":
                 steps = pool.steps(op.stream)
                 pool.end(op.stream)
@@ -233,12 +239,16 @@ class Scheduler:
                     continue
                 free -= 1
             admitted.append(op)
+        inputs, levels = [op.value for op in admitted], None
+        if pool.level_dim:
+            admitted, inputs, levels = self._changes(admitted, results)
         if not admitted:
             return results
         start = time.perf_counter()
         try:
-            outputs = pool.step([op.stream for op in admitted],
-                                [op.value for op in admitted])
+            outputs = pool.step([op.stream for op in admitted], inputs,
+                                None if levels is None else
+                                [v[-1] for v in levels])
         except Exception as e:  # a bug, not a bad request: validated above
             return results + [(op, (False, e)) for op in admitted]
         seconds = time.perf_counter() - start
@@ -247,7 +257,8 @@ class Scheduler:
         m.batch_size.observe(len(admitted))
         m.steps.inc(sum(len(op.value) for op in admitted))
         # Decoded for the whole batch at once, then split per stream.
-        rows = self.units.decode(np.concatenate(outputs))
+        rows = self.units.decode(np.concatenate(outputs), None if levels
+                                 is None else np.concatenate(levels))
         start = 0
         for op, y in zip(admitted, outputs):
             results.append((op, (True, {
@@ -255,6 +266,25 @@ class Scheduler:
                 "steps": pool.steps(op.stream)})))
             start += len(y)
         return results
+
+    def _changes(self, ops, results):
+        """A changes run: each op's data-unit rows -> model inputs against
+        its stream's level (a row that cannot be read: 400, that op only),
+        with the levels of its rows (`[k, O]`: what its outputs are summed
+        onto, the last one the level it leaves)."""
+        pool, units = self.pool, self.units
+        kept, inputs, levels = [], [], []
+        for op in ops:
+            try:
+                x = units.encode(op.value, pool.level(op.stream)
+                                 if op.stream in pool else None)
+            except UnitsError as e:  # counted where it is answered
+                results.append((op, (False, RequestError(400, str(e)))))
+                continue
+            kept.append(op)
+            inputs.append(x)
+            levels.append(units.levels_of(op.value))
+        return kept, inputs, levels
 
 
 def state_json(state):

@@ -17,6 +17,9 @@ state and is not updated). A new id starts from the model's initial state
 (zeros or learned). The pool is not thread-safe: call it from one thread
 (the server runs every pool call on one worker thread).
 
+With `level_dim=O` (a run trained on the changes of its O targets) the
+pool also keeps each stream's last known level (serve/levels.py).
+
 Numbers: the step is `LSTMModel.step` (the same weights and gate math as
 `LSTMModel.call`), so a stream served step by step equals the same stream
 run through the model in one call (to float32 rounding).
@@ -29,6 +32,7 @@ import tensorflow as tf
 
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.serve import pool_step, snapshots
+from lstm_ctl.serve.levels import LevelStore
 
 
 
@@ -63,12 +67,15 @@ class StatePool:
       idle_timeout: seconds without a step after which `evict_idle` frees a
         stream (None: never).
       on_evict: called as `on_evict(stream_id, state, steps)` before an idle
-        stream is freed (`state`: a tuple of `LSTMState` of `[H]` arrays).
+        stream is freed (`state`: a tuple of `LSTMState` of `[H]` arrays);
+        a pool that keeps levels adds the stream's `level` (`[O]`).
       clock: seconds, monotonic (tests pass a fake one).
+      level_dim: 0 (a levels run), or O: keep each stream's last known
+        level of the O target columns of a changes run (NaN: unknown).
     """
 
     def __init__(self, model, capacity, buckets=None, idle_timeout=None,
-                 on_evict=None, clock=time.monotonic):
+                 on_evict=None, clock=time.monotonic, level_dim=0):
         if getattr(model, "stateful", False):
             raise ValueError("StatePool needs a model built with "
                              "stateful=False: the pool keeps the state.")
@@ -103,6 +110,8 @@ class StatePool:
         self._free = list(range(self.capacity - 1, -1, -1))  # pop() -> 0
         self._steps = np.zeros(self.capacity, np.int64)
         self._last = np.zeros(self.capacity, np.float64)
+        self._levels = LevelStore(self.capacity, level_dim)
+        self.level_dim = self._levels.dim
         self.trace_count = 0
         self._one_row, self._run = pool_step.step_functions(
             model, self._h, self._c, self.input_dim, self._traced)
@@ -150,6 +159,16 @@ class StatePool:
         slot = self._slot(stream_id)
         return tuple(LSTMState(h[slot].numpy(), c[slot].numpy())
                      for h, c in zip(self._h, self._c))
+
+    def level(self, stream_id):
+        """The stream's last known level: `[level_dim]` float64, NaN where
+        unknown (no row since it joined or was reset)."""
+        return self._levels.get(self._slot(stream_id))
+
+    def check_level(self, level):
+        """A level sent in JSON -> `[level_dim]` float64 or None (unknown:
+        null, not NaN); a ValueError says what is wrong."""
+        return self._levels.check(level, nan_unknown=False)
 
     # ---------------------------------------------------------------- step
     def _bucket(self, batch):
@@ -204,17 +223,21 @@ class StatePool:
                     f"{list(r.shape)}.")
         return rows, single
 
-    def step(self, ids, inputs):
+    def step(self, ids, inputs, levels=None):
         """Steps every stream of `ids` through its rows of `inputs`.
 
         `inputs`: `[B, D]` (one row per stream; returns `[B, O]`), or
         `[B, T, D]`, or a list of `[k_i, D]` arrays (k_i rows of stream i,
         in order; returns a list of `[k_i, O]` arrays). New ids join from
-        the initial state; a full pool raises `PoolFullError` and changes
-        nothing. One compiled call runs every stream's rows.
+        the initial state (and an unknown level); a full pool raises
+        `PoolFullError` and changes nothing. One compiled call runs every
+        stream's rows. `levels` (`[B, level_dim]`, a pool that keeps
+        levels): each stream's level after its rows, recorded with the new
+        state (None: levels left as they were).
         """
         ids, new = self._check_ids(ids)
         rows, single = self._rows(ids, inputs)
+        levels = self._levels.check_rows(levels, len(ids))
         if not ids:
             return np.zeros([0, self.output_dim], np.float32) if single \
                 else []
@@ -222,6 +245,7 @@ class StatePool:
             slot = self._free.pop()
             self._slots[stream_id] = slot
             self._steps[slot] = 0
+            self._levels.set(slot, None)
         batch = len(ids)
         padded = self._bucket(batch)
         lengths = np.zeros(padded, np.int32)
@@ -243,6 +267,7 @@ class StatePool:
         live = slots[:batch]
         self._steps[live] += lengths[:batch]
         self._last[live] = now
+        self._levels.set_rows(live, levels)
         if single:
             return out[:batch, 0]
         return [out[b, :len(r)] for b, r in enumerate(rows)]
@@ -285,16 +310,19 @@ class StatePool:
             out.append(LSTMState(*parts))
         return tuple(out)
 
-    def reset(self, stream_id, state=None, steps=0):
+    def reset(self, stream_id, state=None, steps=0, level=None):
         """Sets the stream's state to the initial one, or to `state` (one
         `(h [H], c [H])` per layer); its step count restarts at `steps` (0;
-        a stream moved from another pool keeps its count). An unknown id
-        joins (a full pool raises `PoolFullError`)."""
+        a stream moved from another pool keeps its count); its level (a
+        pool that keeps levels) to `level` (None: unknown, so its next row
+        is a first row, as after a join). An unknown id joins (a full pool
+        raises `PoolFullError`)."""
         if isinstance(steps, bool) or not isinstance(
                 steps, (int, np.integer)) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0; got {steps!r}.")
         if state is not None:
             state = self.check_state(state)
+        level = self._levels.check(level)
         if stream_id not in self._slots:
             self._check_ids([stream_id])
             self._slots[stream_id] = self._free.pop()
@@ -304,6 +332,7 @@ class StatePool:
                           for s in self.model.initial_state(1))
         self._write(slot, state)
         self._steps[slot] = steps
+        self._levels.set(slot, level)
         self._last[slot] = self.clock()
 
     def end(self, stream_id):
@@ -322,23 +351,25 @@ class StatePool:
                 if now - self._last[s] > self.idle_timeout]
         for stream_id in idle:
             steps = self.steps(stream_id)
+            level = self.level(stream_id)
             final = self.end(stream_id)
             if self.on_evict is not None:
-                self.on_evict(stream_id, final, steps)
+                self.on_evict(stream_id, final, steps,
+                              *((level,) if self.level_dim else ()))
         return idle
 
     # ------------------------------------------------------------ snapshot
     def snapshot(self, path):
-        """Writes every stream's state, step count and id to `path` (.npz),
-        atomically: a temporary file in the same directory, flushed to disk,
-        then renamed over `path`. A crash leaves the previous snapshot."""
+        """Writes every stream's state, step count, id (and level) to `path`
+        (.npz), atomically: a temporary file in the same directory, flushed
+        to disk, then renamed over `path`. A crash leaves the previous one."""
         ids = list(self._slots)
         slots = np.array([self._slots[i] for i in ids], np.int64)
         arrays = {"units": np.array(self.units),
                   "num_layers": np.array(self.num_layers),
                   "ids": np.array(ids, dtype=object).astype(str)
                   if ids else np.zeros([0], "<U1"),
-                  "steps": self._steps[slots]}
+                  "steps": self._steps[slots], **self._levels.snapshot(slots)}
         for i in range(self.num_layers):
             arrays[f"h_{i}"] = tf.gather(self._h[i], slots).numpy()
             arrays[f"c_{i}"] = tf.gather(self._c[i], slots).numpy()
@@ -352,6 +383,7 @@ class StatePool:
             raise ValueError(
                 f"snapshot {path} holds {len(ids)} streams, more than the "
                 f"capacity {self.capacity}; raise the capacity.")
+        self._levels.restore(data, len(ids), path)
         self._slots = {i: s for s, i in enumerate(ids)}
         self._free = list(range(self.capacity - 1, len(ids) - 1, -1))
         self._steps[:] = 0

@@ -13,8 +13,9 @@ its turn too.
 Endpoints (see docs/serving.md):
   POST   /v1/streams/{id}/step    {"inputs": [[...], ...]}
   POST   /v1/streams/{id}/reset   {} or {"state": [{"h": [...], "c": [...]}],
-                                   "steps": n}
-  GET    /v1/streams/{id}/state
+                                   "steps": n, "level": [...]}
+  GET    /v1/streams/{id}/state   (its answer is a reset body that sets the
+                                   stream back as it was)
   DELETE /v1/streams/{id}
   GET    /v1/streams              the ids held (for moving streams)
   GET    /v1/model   GET /healthz   GET /metrics
@@ -99,7 +100,8 @@ class Server:
         self.pool = StatePool(
             served.model, config.capacity,
             idle_timeout=config.idle_timeout or None,
-            on_evict=self._evicted, clock=clock)
+            on_evict=self._evicted, clock=clock,
+            level_dim=self.units.level_dim)
         self.token = (read_token(config.auth_token_file)
                       if config.auth_token_file else None)
         self.snapshot_path = (os.path.join(config.snapshot_dir, SNAPSHOT_FILE)
@@ -113,10 +115,10 @@ class Server:
         self._tasks = []
         self.app = self._make_app()
 
-    def _evicted(self, stream_id, state, steps):
+    def _evicted(self, stream_id, state, steps, *level):
         self.metrics.evictions.inc()
-        if self.app_on_evict is not None:
-            self.app_on_evict(stream_id, state, steps)
+        if self.app_on_evict is not None:  # a changes run: and the level
+            self.app_on_evict(stream_id, state, steps, *level)
 
     # --------------------------------------------------------- lifecycle
     def _make_app(self):
@@ -232,7 +234,10 @@ class Server:
             raise RequestError(400, "the body must hold \"inputs\": one row "
                                     "per timestep.")
         try:
-            x = self.units.encode(body["inputs"])
+            # A changes run: read here, converted to the model's changes on
+            # the pool's thread, against the stream's level at its turn.
+            x = (self.units.read(body["inputs"]) if self.units.level_dim
+                 else self.units.encode(body["inputs"]))
         except UnitsError as e:
             raise RequestError(400, str(e))
         if len(x) > self.config.max_rows:
@@ -249,13 +254,17 @@ class Server:
                 state = self.pool.check_state(state)
             except ValueError as e:
                 raise RequestError(400, f"\"state\": {e}")
+        try:  # absent or null: unknown, the next row is a first row
+            level = self.pool.check_level(body.get("level"))
+        except ValueError as e:
+            raise RequestError(400, f"\"level\": {e}")
         if isinstance(steps, bool) or not isinstance(steps, int) or \
                 steps < 0:
             raise RequestError(400, "\"steps\" must be an integer >= 0 "
                                     f"(the count to continue from); got "
                                     f"{steps!r}.")
         return web.json_response(
-            await self.scheduler.submit("reset", sid, (state, steps)))
+            await self.scheduler.submit("reset", sid, (state, steps, level)))
 
     async def list_streams(self, request):
         ids = await self.scheduler.call(self.pool.ids)

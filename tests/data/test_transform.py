@@ -2,7 +2,8 @@
 a changes run's numbers summed back are the levels, its hold-out forecast
 reads only rows before the hold-out, auto chooses changes on a trend and
 levels on a stationary series, the choice is recorded in config.json and
-reused on resume and by evaluate.py, and a bad value is refused."""
+reused on resume and by evaluate.py (and served: in levels, equal to its
+one-step predictions), and a bad value is refused."""
 
 import csv
 import json
@@ -14,8 +15,10 @@ from lstm_ctl import LSTMModel
 from lstm_ctl import config as config_lib
 from lstm_ctl.config import defaults
 from lstm_ctl.config.train import DataConfig, TrainConfig
-from lstm_ctl.data import tasks, transforms, units
+from lstm_ctl.data import tasks, transforms
 from lstm_ctl.eval import forecast
+from lstm_ctl.serve import loading
+from lstm_ctl.serve.pool import StatePool
 from tests.helpers import run_main
 
 
@@ -141,10 +144,11 @@ def test_the_choice_is_recorded_and_reused_on_resume_and_evaluate(tmp_path):
         "target_transform"] == "changes"
     # evaluate.py reads it: the naive hold-out forecast is the last history
     # level repeated, the forecasts are levels (data units).
-    fc = tmp_path / "fc.csv"
+    fc, pred = tmp_path / "fc.csv", tmp_path / "pred.csv"
     out = tmp_path / "o.json"
     result = run_main("evaluate.py", f"--model_dir={run}", "--forecast=4",
-                      f"--forecast_csv={fc}", f"--output_json={out}")
+                      f"--forecast_csv={fc}", f"--output_json={out}",
+                      f"--predictions_csv={pred}")
     assert result.returncode == 0, result.stderr
     values = np.round(_trend(), 6)
     skill = {r["state_mode"]: r["rmse"] for r in json.loads(
@@ -155,9 +159,25 @@ def test_the_choice_is_recorded_and_reused_on_resume_and_evaluate(tmp_path):
         future = [float(r[-1]) for r in list(csv.reader(f))[1:]]
     # Changes summed onto the last level (about 145): levels, not changes.
     assert all(abs(v - values[-1]) < 20 for v in future), future
-    # Serving answers in levels: a changes run is refused, saying why.
-    with pytest.raises(ValueError, match="target_transform=levels"):
-        units.served_task(config_lib.load(str(run)), str(run))
+    # Served (the pool and units serve.py runs), the stream's rows in
+    # levels give evaluate.py's one-step predictions of the hold-out, state
+    # carried from the stream's start (--predictions_csv), in levels.
+    served = loading.load(str(run))
+    pool = StatePool(served.model, capacity=1,
+                     level_dim=served.units.level_dim)
+    rows, level, outputs = values[:, None], None, []
+    for part in np.split(rows, [50, 110, 111, 115]):   # several rows each
+        x = served.units.encode(part, level)
+        y, = pool.step(["s"], [x], levels=[part[-1]])
+        outputs.append(served.units.decode(y, part))
+        level = pool.level("s")
+    served_rows = np.concatenate(outputs)[:, 0]
+    with open(pred, newline="") as f:
+        carried = {int(r["time"]): float(r["predicted_carry"])
+                   for r in csv.DictReader(f)}
+    assert sorted(carried) == list(range(108, 120))
+    np.testing.assert_allclose([served_rows[t - 1] for t in carried],
+                               list(carried.values()), rtol=1e-6)
 
 
 def test_a_bad_value_is_refused_with_a_clear_message(tmp_path):
