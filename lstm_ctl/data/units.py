@@ -6,8 +6,9 @@ they are, text characters in and next-character probabilities out (the
 run's vocab.json). A csv run trained on the changes of its targets still
 speaks levels: each row's target columns become changes against the level
 before them (the stream's last known level, which the server keeps), and
-forecast changes are summed back onto the row's level. Everything is rebuilt from the run dir's config.json and
-task files, without reading the training data. No TensorFlow here.
+forecast changes are summed back onto the row's level. Everything is
+rebuilt from the run dir's config.json and task files, without reading the
+training data. No TensorFlow here.
 """
 
 import math
