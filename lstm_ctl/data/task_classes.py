@@ -190,7 +190,6 @@ class SineTask(Task):
     """The built-in signals: one value per step, as it is."""
 
     name = "sine"
-    loss = "mse"
     metric = "rmse"
     baseline_name = "repeat-last-value"
     input_dim = output_dim = 1
@@ -204,7 +203,6 @@ class TextTask(Task):
     streams: Optional[List[dict]] = None   # name, rows, held-out rows
 
     name = "text"
-    loss = "xent"
     metric = "bpc"
     baseline_name = "unigram"
     file_flag = "text_file"
@@ -313,7 +311,6 @@ class CsvTask(Task):
     transform: str = "levels"   # or "changes" (data/transforms.py)
 
     name = "csv"
-    loss = "mse"
     metric = "mae"
     baseline_name = "repeat-last-value"
     file_flag = "csv_file"
