@@ -67,10 +67,12 @@ def data_file(cfg):
     a flag of the other task is refused."""
     if not (cfg.csv_file or cfg.text_file):
         return None
+    from lstm_ctl.data.task_classes import TASKS
+
     task = config_lib.load(cfg.model_dir).data.task
     flag, path = (("csv_file", cfg.csv_file) if cfg.csv_file
                   else ("text_file", cfg.text_file))
-    if flag != f"{task}_file":
+    if flag != getattr(TASKS.get(task), "file_flag", None):
         raise UsageProblem(f"--{flag} is for a {flag[:-5]} run; "
                            f"{cfg.model_dir!r} is a {task!r} run")
     return path

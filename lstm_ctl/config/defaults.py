@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from lstm_ctl.config import train as train_config
-from lstm_ctl.data import times, transforms
+from lstm_ctl.data import task_classes, times, transforms
 from lstm_ctl.data.readers import holdout_cut
 
 # setting -> where it lives in TrainConfig; the value when nothing is chosen
@@ -106,6 +106,13 @@ def windows_settings(history_rows, validate_on="history", seq_len=None,
             "early_stopping": PATIENCE}
 
 
+def _task(config):
+    """The class of `config`'s task (`task_classes.TASKS`): what it reads
+    (a file; a table of columns) and what its steps are called. An unknown
+    name (which validation refuses) has none of it."""
+    return task_classes.TASKS.get(config.data.task, task_classes.Task)
+
+
 def with_fixed(config):
     """`config` with the settings left to the data at their fixed values
     (to check the flags before the data is read)."""
@@ -127,7 +134,7 @@ def choose(config, history_rows=None, histories=None, season=None):
         return config, {}
     mode = config.state_mode
     windows = bool(history_rows) and (mode == "windows" or (
-        mode is None and config.data.task == "csv"
+        mode is None and _task(config).has_columns
         and sum(history_rows) <= LONG_DATA_ROWS))
     if windows:
         values = windows_settings(
@@ -143,7 +150,7 @@ def choose(config, history_rows=None, histories=None, season=None):
             values.update(seq_len=seq_len, batch_size=max(1, min(
                 values["batch_size"], pairs // (2 * seq_len))))
     values.setdefault("target_transform", "levels")
-    if config.data.task == "csv" and histories:
+    if histories and _task(config).has_columns:
         values["target_transform"] = transforms.choose(histories)
     chosen = {name: values[name] for name in left}
     config = _set(config, chosen)
@@ -167,12 +174,12 @@ def resolve(config):
         return dataclasses.replace(
             config, chosen_from_data=saved.chosen_from_data), {}, None
     rows = histories = season = None
-    if config.data.task in ("csv", "text"):
+    if _task(config).reads_file:
         from lstm_ctl.data import tasks
         data = dataclasses.replace(config.data, target_transform="levels")
         task, series = tasks.eval_series(data, config.model_dir)
         rows = [s.cut for s in series]
-        if config.data.task == "csv":
+        if _task(config).has_columns:
             season = times.season_length(series[0].times[:series[0].cut])
             histories = [np.where(s.weights[:s.cut, None] > 0,
                                   tasks.denormalize(task, s.targets[:s.cut]),
@@ -185,7 +192,7 @@ def resolve_and_describe(config):
     """`(config, chosen, line)`: `resolve`, and the one line that says what
     was chosen from the data ("" when nothing was)."""
     config, chosen, rows = resolve(config)
-    unit = "characters" if config.data.task == "text" else "rows"
+    unit = _task(config).unit_name
     return config, chosen, describe(chosen, rows, unit) if rows else ""
 
 

@@ -1,9 +1,10 @@
 """Task losses and metrics, as weighted sums so that batches add up exactly.
 
-- mse tasks (sine, csv): loss = weighted mean squared error over the target
-  features; sine's metric is its root (rmse), csv's is the mean absolute
-  error in the data's own units (mae, using the saved normalisation).
-- xent (text): loss = cross-entropy in nats; metric = bits per character.
+The per-step loss and the metric are the task class's (task_classes.py):
+- sine, csv: loss = weighted mean squared error over the target features;
+  sine's metric is its root (rmse), csv's is the mean absolute error in the
+  data's own units (mae, using the saved normalisation).
+- text: loss = cross-entropy in nats; metric = bits per character.
 """
 
 import math
@@ -20,19 +21,9 @@ def batch_sums(task, outputs, targets, weights):
     """
     weights = tf.cast(weights, outputs.dtype)
     count = tf.reduce_sum(weights)
-    metric = tf.zeros([], outputs.dtype)
-    if task.loss == "xent":
-        per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(targets, tf.int32), logits=outputs)
-    else:
-        err = outputs - tf.cast(targets, outputs.dtype)
-        per_step = tf.reduce_mean(tf.square(err), axis=-1)
-        if task.metric == "mae":
-            std = tf.constant([task.norm["std"][i] for i in task.norm["targets"]],
-                              outputs.dtype)
-            metric = tf.reduce_sum(
-                tf.reduce_mean(tf.abs(err) * std, axis=-1) * weights)
-    return {"loss": tf.reduce_sum(per_step * weights), "metric": metric,
+    per_step = task.step_loss(outputs, targets)
+    return {"loss": tf.reduce_sum(per_step * weights),
+            "metric": task.metric_sum(outputs, targets, weights),
             "count": count}
 
 
@@ -50,10 +41,5 @@ def finalize(task, sums):
         count = tf.maximum(count, 1e-12)
         loss = sums["loss"] / count
         sqrt = tf.sqrt
-    if task.metric == "rmse":
-        metric = sqrt(loss)
-    elif task.metric == "bpc":
-        metric = loss / math.log(2.0)
-    else:
-        metric = sums["metric"] / count
+    metric = task.metric_value(loss, sums["metric"], count, sqrt)
     return {"loss": loss, task.metric: metric}

@@ -9,10 +9,9 @@ import tensorflow as tf
 
 
 def features_of(task):
-    """Inputs as the model takes them: text ids one-hot, else as they are."""
-    if task.loss == "xent":
-        return lambda ids: tf.one_hot(ids, task.input_dim, dtype=tf.float32)
-    return lambda x: x
+    """Inputs as the model takes them (`task.model_inputs`: text ids
+    one-hot, else as they are)."""
+    return task.model_inputs
 
 
 def lane_tensors(arrays):

@@ -2,16 +2,16 @@
 text file, a CSV entity or file; reading and validating files is
 readers.py's job) with what it needs to be read again (vocabulary,
 normalisation), and becomes `StreamArrays` through the lane layout
-(lanes.py; tf.data: pipelines.py). Also the naive baselines.
+(lanes.py; tf.data: pipelines.py). What a task is and does (features,
+loss, baseline, saved files) is its class's (task_classes.py); this module
+reads the data of each.
 """
 
 import dataclasses
 import os
-from typing import List, Optional
 
 import numpy as np
 
-from lstm_ctl import files
 from lstm_ctl.data import readers as tables
 from lstm_ctl.data import transforms
 from lstm_ctl.data.transforms import denormalize  # noqa: F401
@@ -19,29 +19,11 @@ from lstm_ctl.data.lanes import (  # noqa: F401
     Series, StreamArrays, history_split, lanes_from_streams, lay_out,
     next_step_arrays, series_arrays, series_pairs, stream_lanes)
 from lstm_ctl.data.readers import holdout_cut
+from lstm_ctl.data.task_classes import (  # noqa: F401
+    NORM_FILE, STREAMS_FILE, TASKS, VOCAB_FILE, CsvTask, SineTask, Task,
+    TextTask, task_class)
 
 SINE_LANE_STEPS = {"train": 20000, "eval": 4000}
-VOCAB_FILE = "vocab.json"
-NORM_FILE = "normalization.json"
-STREAMS_FILE = "streams.json"
-
-
-@dataclasses.dataclass
-class Task:
-    name: str
-    input_dim: int
-    output_dim: int
-    loss: str                         # "mse" or "xent"
-    metric: str                       # "rmse", "bpc" or "mae"
-    baseline_name: str
-    vocab: Optional[List[str]] = None
-    # csv: "columns" (the inputs, then targets that are not inputs), their
-    # "mean" and "std", and "targets" (indices of the targets in "columns").
-    norm: Optional[dict] = None
-    input_columns: Optional[List[str]] = None    # csv only
-    target_columns: Optional[List[str]] = None   # csv only
-    streams: Optional[List[dict]] = None   # text/csv: name, rows, held-out
-    transform: str = "levels"   # csv: "changes" (data/transforms.py)
 
 
 # ---------------------------------------------------------------- tasks
@@ -75,8 +57,7 @@ def sine_task(config, split):
     values, starts = lanes_from_streams(
         sine_streams(_sine_seed(config, split)), config.batch_size,
         SINE_LANE_STEPS[split] + 1)
-    task = Task("sine", 1, 1, "mse", "rmse", "repeat-last-value")
-    return task, next_step_arrays(values, starts)
+    return SineTask(), next_step_arrays(values, starts)
 
 
 def sine_series(config):
@@ -87,7 +68,7 @@ def sine_series(config):
         x = next(signals)
         series.append(Series(str(i), x, x, np.ones(len(x), np.float32),
                              list(range(len(x))), len(x) // 2))
-    return Task("sine", 1, 1, "mse", "rmse", "repeat-last-value"), series
+    return SineTask(), series
 
 
 def text_series(config, model_dir):
@@ -96,8 +77,7 @@ def text_series(config, model_dir):
     series = [Series(name, ids, ids, np.ones(len(ids), np.float32),
                      list(range(len(ids))), holdout_cut(len(ids)))
               for name, ids in files]
-    task = Task("text", len(vocab), len(vocab), "xent", "bpc", "unigram",
-                vocab=vocab, streams=_summary(series))
+    task = TextTask(vocab, streams=_summary(series))
     return task, series
 
 
@@ -136,10 +116,8 @@ def csv_series(config, model_dir, frame=None):
                      ).astype(np.float32),
             np.where(present[:, None], y, 0.0).astype(np.float32),
             present.astype(np.float32), s.times, holdout_cut(len(y)), level))
-    task = Task("csv", len(inputs), len(targets), "mse", "mae",
-                "repeat-last-value", norm=dict(norm, targets=at),
-                input_columns=inputs, target_columns=targets,
-                streams=_summary(series), transform=transform)
+    task = CsvTask(inputs, targets, norm=dict(norm, targets=at),
+                   streams=_summary(series), transform=transform)
     return task, series
 
 
@@ -151,9 +129,8 @@ def _summary(series):
 def _source(config, frame=None):
     if frame is not None:
         return tables.DATAFRAME
-    if config.task == "text":
-        return f"--text_file {config.text_file!r}"
-    return f"--csv_file {config.csv_file!r}"
+    flag = task_class(config.task).file_flag
+    return f"--{flag} {getattr(config, flag)!r}"
 
 
 def _with_frame(config, frame):
@@ -186,20 +163,8 @@ def eval_series(config, model_dir, frame=None):
 def save_task_files(task, model_dir):
     """Writes what evaluation needs to read the data as training did: the
     vocabulary (text) or the normalisation statistics (csv), and the
-    streams found (name, rows, held-out rows)."""
-    if task.vocab is not None:
-        _write_json(os.path.join(model_dir, VOCAB_FILE), task.vocab)
-    if task.norm is not None:
-        norm = {k: task.norm[k] for k in ("columns", "mean", "std")}
-        if task.transform != "levels":
-            norm["transform"] = task.transform
-        _write_json(os.path.join(model_dir, NORM_FILE), norm)
-    if task.streams is not None:
-        _write_json(os.path.join(model_dir, STREAMS_FILE), task.streams)
-
-
-def _write_json(path, value):
-    files.write_json(path, value)
+    streams found (name, rows, held-out rows): `task.save`."""
+    task.save(model_dir)
 
 
 def _train_windows_arrays(config, series, name):
@@ -224,14 +189,15 @@ def build_task(config, split="train", model_dir=".", frame=None,
     """
     config = _with_frame(config, frame)
     windows = state_mode == "windows" and split == "train"
-    if config.task == "sine":
+    kind = task_class(config.task)
+    if not kind.reads_file:
         task, arrays = sine_task(config, split)
     else:
         task, series = eval_series(config, model_dir, frame)
         if validate_on == "history" and split == "train":
             series = history_split(series)
         source = (tables.DATAFRAME if frame is not None else repr(
-            config.text_file if config.task == "text" else config.csv_file))
+            getattr(config, kind.file_flag)))
         name = f"the {split} part of {source}"
         if windows:
             return task, _train_windows_arrays(config, series, name)
@@ -271,14 +237,6 @@ def frame_series(frame, config, model_dir="."):
 
 # ------------------------------------------------------------- baselines
 def baseline_loss(task, arrays):
-    """The naive model's loss: repeat-last-value (MSE) or unigram (xent)."""
-    w = arrays.weights
-    if task.loss == "xent":
-        counts = np.bincount(arrays.inputs.reshape(-1),
-                             minlength=task.output_dim) + 1.0
-        logp = np.log(counts / counts.sum())
-        return float(-(logp[arrays.targets] * w).sum() / w.sum())
-    last = arrays.inputs if arrays.last_targets is None else \
-        arrays.last_targets
-    err = ((arrays.targets - last) ** 2).mean(-1)
-    return float((err * w).sum() / w.sum())
+    """The naive model's loss: repeat-last-value (sine, csv) or the unigram
+    distribution (text): `task.baseline_loss`."""
+    return task.baseline_loss(arrays)

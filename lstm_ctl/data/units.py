@@ -29,11 +29,12 @@ class UnitsError(ValueError):
 
 
 def served_task(config, model_dir):
-    """The `tasks.Task` of a run, from config.json and its saved task files
-    (vocab.json for text, normalization.json for csv)."""
+    """The task of a run (a `tasks.SineTask`, `TextTask` or `CsvTask`),
+    from config.json and its saved task files (vocab.json for text,
+    normalization.json for csv)."""
     d = getattr(config, "data", config)
     if d.task == "sine":
-        return tasks.Task("sine", 1, 1, "mse", "rmse", "repeat-last-value")
+        return tasks.SineTask()
     if d.task == "text":
         path = os.path.join(model_dir, tasks.VOCAB_FILE)
         if not os.path.exists(path):
@@ -41,8 +42,7 @@ def served_task(config, model_dir):
                 f"{path} not found: a text run dir holds the vocabulary "
                 "train.py saved; serving needs it to map characters.")
         vocab = read_json(path)
-        return tasks.Task("text", len(vocab), len(vocab), "xent", "bpc",
-                          "unigram", vocab=vocab)
+        return tasks.TextTask(vocab)
     if d.task == "csv":
         path = os.path.join(model_dir, tasks.NORM_FILE)
         if not os.path.exists(path):
@@ -66,12 +66,10 @@ def served_task(config, model_dir):
             raise ValueError(
                 f"{path} has columns {norm['columns']} but config.json "
                 f"names inputs {inputs} and targets {targets}.")
-        return tasks.Task("csv", len(inputs), len(targets), "mse", "mae",
-                          "repeat-last-value",
-                          norm=dict(norm, targets=[columns.index(c)
-                                                   for c in targets]),
-                          input_columns=inputs, target_columns=targets,
-                          transform=transform)
+        return tasks.CsvTask(inputs, targets,
+                             norm=dict(norm, targets=[columns.index(c)
+                                                      for c in targets]),
+                             transform=transform)
     raise ValueError(f"unknown task {d.task!r}")
 
 

@@ -28,9 +28,6 @@ from lstm_ctl.core import state as state_lib
 from lstm_ctl.run.builders import batch_signature, build_model
 
 
-DEFAULT_WARMUP = {"sine": "history", "text": "history", "csv": "history"}
-
-
 class Evaluator:
     """Evaluates the checkpoints of one model dir on its eval streams.
 
@@ -48,10 +45,10 @@ class Evaluator:
             self.config = with_data_file(self.config, data_file)
         self.task, self.series = data.eval_series(self.config, model_dir)
         warmup = holdout.parse_warmup(warmup)
-        self.warmup = warmup or DEFAULT_WARMUP[self.config.data.task]
+        self.warmup = warmup or self.task.default_warmup
         self.horizon = horizon
         if horizon:
-            forecast.feedback(self.task)  # raises when not autoregressive
+            self.task.feedback()  # raises when not autoregressive
         self.arrays = self.dataset = None
         if self.warmup == "none":
             _, self.arrays = data.build_task(self.config.data, "eval",
@@ -143,12 +140,7 @@ class Evaluator:
         steps = min(max_steps or a.steps,
                     (a.steps // self.config.data.seq_len)
                     * self.config.data.seq_len)
-        if self.task.loss == "xent":
-            logp = holdout.naive_outputs(self.task, self.series)[0][:1]
-            outputs = np.broadcast_to(logp, (a.lanes, steps, logp.shape[-1]))
-        else:
-            last = a.inputs if a.last_targets is None else a.last_targets
-            outputs = last[:, :steps]
+        outputs = self.task.naive_lane_outputs(a, self.series, steps)
         sums = losses.batch_sums(self.task, tf.constant(outputs, tf.float32),
                                  a.targets[:, :steps], a.weights[:, :steps])
         return losses.finalize(self.task, {k: float(v)
@@ -192,7 +184,7 @@ class Evaluator:
                 self.warnings.append(line)
         carry, reset, warm = predictions
         paths = None
-        if self.horizon and self.task.loss != "xent":  # RMSE: numbers only
+        if self.horizon and self.task.numeric:  # RMSE: numbers only
             rmse, paths = self.forecaster.skill(self.series, self.horizon,
                                                 warm)
             rows += [dict(checkpoint=path, step=step, state_mode=name,
@@ -255,12 +247,14 @@ def eval_logdir(model_dir, warmup_name, mode=""):
 def with_data_file(config, path):
     """`config` reading its data from `path` (same task, same columns)."""
     d = config.data
-    if d.task == "sine":
-        raise ValueError("--csv_file/--text_file: this run's task is 'sine' "
-                         "(built-in data); there is no file to replace.")
-    key = "csv_file" if d.task == "csv" else "text_file"
+    kind = data.task_class(d.task)
+    if not kind.reads_file:
+        raise ValueError(f"--csv_file/--text_file: this run's task is "
+                         f"{d.task!r} (built-in data); there is no file to "
+                         "replace.")
+    key = kind.file_flag
     path = os.path.abspath(path)
-    if d.task == "csv":
+    if kind.has_columns:
         needed = list(d.input_columns) + [
             c for c in (*d.target_columns, d.time_column, d.id_column)
             if c and c not in d.input_columns]

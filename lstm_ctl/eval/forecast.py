@@ -12,15 +12,22 @@ import io
 
 import numpy as np
 
-from lstm_ctl.data import transforms
 from lstm_ctl.data.times import future_times
 from lstm_ctl.run import holdout
-from lstm_ctl.run.holdout import (  # noqa: F401
-    WARMUP_CHUNK, _pad, feedback, spans)
+from lstm_ctl.run.holdout import WARMUP_CHUNK, _pad, spans  # noqa: F401
 
 PLOT_HISTORY = 50       # history rows shown before the hold-out
 PLOT_STEPS = 150        # hold-out rows shown (at least the forecast's)
 MAX_PANELS = 4
+LINE_STYLES = {  # the lines of `task.figure_lines`, by label
+    "actual": dict(color="black", lw=1.2),
+    "predicted (carry)": dict(color="tab:blue", lw=1),
+    "predicted (reset)": dict(color="tab:red", lw=0.8, alpha=0.7),
+    "carry": dict(color="tab:blue", lw=0.8),     # text: bits
+    "reset": dict(color="tab:red", lw=0.8)}
+PATH_STYLES = {"holdout_forecast_carry": ("tab:green", "-"),
+               "holdout_forecast_reset": ("tab:purple", "--"),
+               "holdout_forecast_naive": ("gray", ":")}
 
 
 def _rmse(pred, actual, weights):
@@ -46,10 +53,8 @@ class Forecaster(holdout.Runner):
         state = self.warm_up(series, [len(s.inputs) - 1 for s in series])
         x_last = np.stack([s.inputs[-1] for s in series])
         values = self.rollout(state, x_last, horizon)
-        if self.task.loss == "xent":
-            return values
-        return transforms.path_levels(self.task, series, values,
-                                      [len(s.inputs) for s in series])
+        return self.task.path_values(series, values,
+                                     [len(s.inputs) for s in series])
 
     def skill(self, series, horizon, warm_state=None):
         """Forecasts of the first `horizon` hold-out rows from the end of the
@@ -66,35 +71,18 @@ class Forecaster(holdout.Runner):
 
 
 # ------------------------------------------------------------------ output
-def _columns(task):
-    if task.loss == "xent":
-        return ["char"]
-    return task.target_columns or ["value"]
-
-
-def _fmt(v):
-    return f"{float(v):.7g}"
-
-
 def prediction_rows(task, series, carry, reset, max_steps=0):
     """Rows `[stream, time, column, actual, predicted_carry,
     predicted_reset]` of the hold-out steps, in data units (text: the
-    characters, predictions by argmax). `actual` is empty where the target
-    is missing (weight 0)."""
-    rows, cols = [], _columns(task)
+    characters, predictions by argmax; `task.actual_cells`,
+    `task.output_cells`). `actual` is empty where the target is missing
+    (weight 0)."""
+    rows, cols = [], task.columns
     for s, (a, b), pc, pr in zip(series, spans(series, max_steps), carry,
                                  reset):
-        if task.loss == "xent":
-            actual = [[task.vocab[i]] for i in s.targets[a:b]]
-            pc = [[task.vocab[i]] for i in pc.argmax(-1)]
-            pr = [[task.vocab[i]] for i in pr.argmax(-1)]
-        else:
-            actual = [[_fmt(v) for v in r]
-                      for r in transforms.actual_levels(task, s, a, b)]
-            pc = [[_fmt(v) for v in r]
-                  for r in transforms.step_levels(task, s, pc, a)]
-            pr = [[_fmt(v) for v in r]
-                  for r in transforms.step_levels(task, s, pr, a)]
+        actual = task.actual_cells(s, a, b)
+        pc = task.output_cells(s, pc, a)
+        pr = task.output_cells(s, pr, a)
         for j in range(b - a):
             for c, name in enumerate(cols):
                 known = s.weights[a + j] > 0
@@ -107,20 +95,18 @@ def prediction_rows(task, series, carry, reset, max_steps=0):
 def forecast_rows(task, series, values):
     """Rows `[stream, step, time, column, future_forecast]` of the future
     forecast (the steps after each whole series), step 1..H, data units
-    (text: the characters); `time` is the step's time when the stream's
-    times step regularly (`times.future_times`), else empty."""
-    cols = _columns(task)
+    (text: the characters; `task.future_cells`); `time` is the step's time
+    when the stream's times step regularly (`times.future_times`), else
+    empty."""
+    cols = task.columns
     rows = []
     for i, s in enumerate(series):
         horizon = values.shape[1]
         times = future_times(s.times, horizon) or [""] * horizon
         for h in range(horizon):
+            cells = task.future_cells(values[i, h])
             for c, name in enumerate(cols):
-                if task.loss == "xent":
-                    value = task.vocab[int(values[i, h].argmax(-1))]
-                else:
-                    value = _fmt(values[i, h, c])
-                rows.append([s.name, h + 1, times[h], name, value])
+                rows.append([s.name, h + 1, times[h], name, cells[c]])
     return rows
 
 
@@ -156,60 +142,40 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    cols = _columns(task)
     panels = [(i, c) for i in range(len(series))
-              for c in range(1 if task.loss == "xent" else len(cols))]
+              for c in range(len(task.columns))]
     panels = panels[:MAX_PANELS]
     fig = Figure(figsize=(10, 2.2 * len(panels) + 1.0), dpi=80,
                  layout="constrained")
     FigureCanvasAgg(fig)
     horizon = 0 if not paths else next(iter(paths.values())).shape[1]
+    history = False  # rows before the hold-out shown (right of a line)
     for k, (i, c) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, k + 1)
         s = series[i]
         a = spans([s])[0][0]
         n = min(len(carry[i]), max(PLOT_STEPS, horizon))
-        rows = np.arange(a, a + n)
-        if task.loss == "xent":
-            for out, name, color in ((carry[i], "carry", "tab:blue"),
-                                     (reset[i], "reset", "tab:red")):
-                logp = out[:n] - np.log(np.exp(out[:n]).sum(-1,
-                                                            keepdims=True))
-                bits = -logp[np.arange(n), s.targets[a:a + n]] / np.log(2)
-                ax.plot(rows, bits, color=color, lw=0.8, label=name)
-            ax.set_ylabel("bits of the next character")
-        else:
-            h0 = max(a - PLOT_HISTORY, 0)
-            actual = transforms.actual_levels(task, s, h0, a + n)[:, c]
-            # a gap in the line where the target is missing, not a value
-            actual = np.where(s.weights[h0:a + n] > 0, actual, np.nan)
-            ax.plot(np.arange(h0, a + n), actual, color="black", lw=1.2,
-                    label="actual")
-            ax.plot(rows, transforms.step_levels(task, s, carry[i][:n],
-                                                 a)[:, c],
-                    color="tab:blue", lw=1, label="predicted (carry)")
-            ax.plot(rows, transforms.step_levels(task, s, reset[i][:n],
-                                                 a)[:, c],
-                    color="tab:red", lw=0.8, alpha=0.7,
-                    label="predicted (reset)")
-            styles = {"holdout_forecast_carry": ("tab:green", "-"),
-                      "holdout_forecast_reset": ("tab:purple", "--"),
-                      "holdout_forecast_naive": ("gray", ":")}
-            for name, values in (paths or {}).items():
-                color, ls = styles[name]
-                m = min(horizon, len(carry[i]))
-                ax.plot(np.arange(a, a + m), values[i, :m, c], color=color,
-                        ls=ls, lw=1.6, label=f"{name} ({horizon} steps)")
+        ylabel, lines = task.figure_lines(s, a, n, c, carry[i], reset[i],
+                                          PLOT_HISTORY)
+        for label, x, y in lines:
+            ax.plot(x, y, label=label, **LINE_STYLES[label])
+        for name, values in (paths or {}).items():
+            color, ls = PATH_STYLES[name]
+            m = min(horizon, len(carry[i]))
+            ax.plot(np.arange(a, a + m), values[i, :m, c], color=color,
+                    ls=ls, lw=1.6, label=f"{name} ({horizon} steps)")
+        if any(len(x) and x[0] < a for _, x, _ in lines):
+            history = True
             ax.axvline(a - 0.5, color="gray", lw=0.5)
-            ax.set_ylabel(cols[c])
+        ax.set_ylabel(ylabel)
         ax.set_title(f"stream {s.name}", fontsize=9, loc="left")
         if k == 0:
             ax.set_title(title, fontsize=8, loc="right")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center",
                ncol=3, fontsize=8)
-    fig.supxlabel("row of the stream" + (" (the hold-out)" if task.loss ==
-                                         "xent" else " (hold-out right of "
-                                         "the gray line)"), fontsize=8)
+    fig.supxlabel("row of the stream" + (" (hold-out right of the gray line)"
+                                         if history else " (the hold-out)"),
+                  fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -30,8 +30,7 @@ def build_optimizer(config):
 
 
 def batch_signature(task, model):
-    targets = (tf.TensorSpec([None, None], tf.int32) if task.loss == "xent"
-               else tf.TensorSpec([None, None, task.output_dim], tf.float32))
+    targets = task.target_spec()   # [B, T] ids or [B, T, O] values
     state = tuple(LSTMState(tf.TensorSpec([None, model.units], tf.float32),
                             tf.TensorSpec([None, model.units], tf.float32))
                   for _ in range(model.num_layers))

@@ -86,46 +86,9 @@ def warmup_ranges(series, warmup="history"):
 def naive_outputs(task, series, max_steps=0):
     """The naive model's outputs on the hold-out steps, one `[n_i, O]` per
     stream, scored like the model's: repeat-last-value (the last observed
-    target; mse tasks; of a changes run: no change) or the unigram
-    distribution of the history (logits; text)."""
-    sp = spans(series, max_steps)
-    if task.loss == "xent":
-        ids = np.concatenate([s.inputs[:max(s.cut - 1, 1)] for s in series])
-        counts = np.bincount(ids, minlength=task.output_dim) + 1.0
-        logp = np.log(counts / counts.sum()).astype(np.float32)
-        return [np.tile(logp, (b - a, 1)) for a, b in sp]
-    return [naive_after(task, s)[a - 1:b - 1] for s, (a, b) in zip(series, sp)]
-
-
-def naive_after(task, s):
-    """`[L, O]` float32: row t is the naive forecast made after row t of
-    stream `s`: its last observed target up to t (a changes run: no
-    change)."""
-    if transforms.is_changes(task):
-        return np.tile(transforms.zero_change(task), (len(s.targets), 1))
-    seen = np.where(s.weights > 0, np.arange(len(s.weights)), 0)
-    return s.targets[np.maximum.accumulate(seen)].astype(np.float32)
-
-
-def feedback(task):
-    """Maps outputs `[B, O]` to the next inputs `[B, D]` (a roll-out; text:
-    the most likely character). A ValueError when some input column is not
-    a target: it has no future.
-    """
-    if task.loss == "xent":
-        return lambda y: tf.one_hot(tf.argmax(y, -1), task.input_dim)
-    if task.input_columns is None:
-        return lambda y: y
-    missing = [c for c in task.input_columns if c not in task.target_columns]
-    if missing:
-        raise ValueError(
-            f"--forecast feeds the model's predictions back as its next "
-            f"inputs, so every input column must be a target; input "
-            f"column(s) {missing} are not targets {task.target_columns} and "
-            "have no future. Train with them in --target_columns to "
-            "forecast.")
-    idx = [task.target_columns.index(c) for c in task.input_columns]
-    return lambda y: tf.gather(y, idx, axis=-1)
+    target; sine, csv; of a changes run: no change) or the unigram
+    distribution of the history (logits; text): `task.naive_outputs`."""
+    return task.naive_outputs(series, spans(series, max_steps))
 
 
 def forecast_mode(state_mode):
@@ -151,7 +114,7 @@ class Runner:
             self._step = tf.function(self.model.step, input_signature=[
                 tf.TensorSpec([None, self.task.input_dim], tf.float32),
                 state_spec])
-        feed = feedback(self.task)
+        feed = self.task.feedback()
         x, ys = self._features(np.asarray(x_last)), []
         for _ in range(horizon):
             y, state = self._step(x, state)
@@ -184,7 +147,7 @@ class Runner:
             paths["reset"] = self.rollout(short, x_last, horizon)
         if "naive" in modes:
             paths["naive"] = np.stack([
-                np.repeat(naive_after(self.task, s)[a - 1][None], horizon, 0)
+                np.repeat(self.task.naive_after(s)[a - 1][None], horizon, 0)
                 for s, (a, _) in zip(series, sp)])
         n = [min(horizon, b - a) for a, b in sp]
         actual = np.concatenate([s.targets[a:a + k]
@@ -228,17 +191,12 @@ class Runner:
         return out
 
     def _features(self, x):
-        if self.task.loss == "xent":
-            return tf.one_hot(x, self.task.input_dim, dtype=tf.float32)
-        return tf.constant(x, tf.float32)
-
-    def _dtype(self):
-        return np.int32 if self.task.loss == "xent" else np.float32
+        return self.task.model_inputs(x)
 
     def run(self, parts, state=None, chunk=0):
         """The model over `parts` (inputs `[T_i, ...]`, one lane each) from
         `state` (None: the initial state): (outputs list, final state)."""
-        x, mask = _pad(parts, self._dtype())
+        x, mask = _pad(parts, self.task.lane_dtype)
         if state is None:
             state = self.model.initial_state(len(parts))
         chunk = chunk or x.shape[1]

@@ -33,10 +33,10 @@ FORECAST_STEPS = 52  # the most rows the forecast criterion covers
 
 def can_forecast(task):
     """Numbers whose every input is a target: a roll-out can be scored."""
-    if task.loss == "xent":
+    if not task.numeric:
         return False
     try:
-        holdout.feedback(task)
+        task.feedback()
     except ValueError:
         return False
     return True
@@ -65,14 +65,15 @@ class Validation:
         self.task = task
         self.metric = task.metric
         _, self.series = data.eval_series(config, model_dir)
-        if config.validate_on == "history" and config.data.task != "sine":
+        # Training read these streams' histories (sine: signals of its own)
+        history = config.validate_on == "history" and task.reads_file
+        if history:
             self.series = data.history_split(self.series)
         self.runner = holdout.Runner(model, task, config.data.seq_len)
         self.patience = config.early_stopping
         self.criterion = criterion(config.state_mode, task)
         # What the scores are of: the hold-out, or the history's end.
-        self.where = ("validation" if config.validate_on == "history"
-                      and config.data.task != "sine" else "held-out")
+        self.where = "validation" if history else "held-out"
         self.best_dir = checkpoints.best_dir(run_dir)
         self.manager = tf.train.CheckpointManager(
             checkpoint, self.best_dir, max_to_keep=1,

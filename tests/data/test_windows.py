@@ -5,7 +5,7 @@ steps from any start (pipelines.windows_dataset), and the history split of
 import numpy as np
 
 from lstm_ctl.data import pipelines, tasks
-from lstm_ctl.data.tasks import Series, Task
+from lstm_ctl.data.tasks import CsvTask, Series
 
 
 def _series(name, values):
@@ -14,7 +14,7 @@ def _series(name, values):
                   list(range(len(x))), tasks.holdout_cut(len(x)))
 
 
-TASK = Task("csv", 1, 1, "mse", "mae", "repeat-last-value")
+TASK = CsvTask(["x"], ["x"])
 
 
 def test_every_window_once_per_pass_each_a_slice_of_one_stream():

@@ -8,15 +8,14 @@ import pathlib
 import numpy as np
 
 from lstm_ctl import LSTMModel
-from lstm_ctl.data.tasks import Series, Task
+from lstm_ctl.data.tasks import CsvTask, Series
 from lstm_ctl.eval import forecast
 from lstm_ctl.run import holdout
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TASK = Task("csv", 1, 1, "mse", "mae", "repeat-last-value",
-            norm={"columns": ["y"], "mean": [0.0], "std": [1.0],
-                  "targets": [0]},
-            input_columns=["y"], target_columns=["y"])
+TASK = CsvTask(["y"], ["y"],
+               norm={"columns": ["y"], "mean": [0.0], "std": [1.0],
+                     "targets": [0]})
 
 
 def _series(values, cut):
