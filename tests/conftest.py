@@ -34,6 +34,7 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+import gc  # noqa: E402
 import socket  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -93,6 +94,17 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
         str(model_dir), 3, model=model, optimizer=optimizer,
         step=tf.Variable(step, dtype=tf.int64)).save(step)
     return str(model_dir)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_after_module():
+    """Frees what a module's tests left in reference cycles (Keras fits and
+    their tf.data iterators, which keep tf.data's autotuning) between
+    modules: the deletion of such an iterator has held a worker idle for up
+    to a minute (data/pipelines.py `finish`), and a boundary is the place
+    to pay it where it shows."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,10 @@ def test_a_run_written_by_the_previous_layout_evaluates_and_resumes(
                       "--hist_every=100")
     assert result.returncode == 0, result.stderr
     assert "(step 4)" in result.stdout and "Done: step 6" in result.stdout
+    # Its checkpointed data iterator restores only into a pipeline with
+    # tf.data's autotuning, which new runs leave off (data/pipelines.py).
+    info = json.loads((tmp_path / "v0" / "run" / "run.json").read_text())
+    assert info["data_autotune"] is True
 
 
 def test_a_failed_write_keeps_the_previous_config_json(tmp_path,

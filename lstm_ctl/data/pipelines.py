@@ -8,6 +8,24 @@ import numpy as np
 import tensorflow as tf
 
 
+def finish(ds, autotune=False):
+    """`ds` as every pipeline ends: without tf.data's autotuning unless
+    `autotune`. Nothing here has a tunable parameter (no AUTOTUNE
+    parallelism or buffer), and the autotuning thread that an iterator
+    starts can hold the iterator's deletion for up to a minute: woken by
+    the cancellation before the cancellation counts as done, it sleeps out
+    its period again (seen in the tests as processes idle for 60 s inside
+    `RootDataset::Iterator::~Iterator`). An iterator checkpointed with
+    autotuning restores only into a pipeline with it: runs whose
+    checkpoints were written that way keep it (`autotune=True`,
+    train/trainer.py)."""
+    if autotune:
+        return ds
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def features_of(task):
     """Inputs as the model takes them (`task.model_inputs`: text ids
     one-hot, else as they are)."""
@@ -20,7 +38,7 @@ def lane_tensors(arrays):
             for k in ("inputs", "targets", "resets", "weights")}
 
 
-def stream_dataset(task, arrays, seq_len, repeat=True):
+def stream_dataset(task, arrays, seq_len, repeat=True, autotune=False):
     """Carry-mode batches: batch k is every lane's chunk k, `[B, T, ...]`.
 
     The first batch of each pass starts every lane's first stream, so a
@@ -41,10 +59,10 @@ def stream_dataset(task, arrays, seq_len, repeat=True):
     ds = tf.data.Dataset.range(chunks)
     if repeat:
         ds = ds.repeat()
-    return ds.map(chunk).prefetch(2)
+    return finish(ds.map(chunk).prefetch(2), autotune)
 
 
-def shuffled_dataset(task, arrays, seq_len, seed):
+def shuffled_dataset(task, arrays, seq_len, seed, autotune=False):
     """Reset-mode batches: chunks from any lane and place, shuffled."""
     chunks = arrays.steps // seq_len
     lanes = arrays.lanes
@@ -61,10 +79,11 @@ def shuffled_dataset(task, arrays, seq_len, seed):
                 "reset_mask": tf.logical_or(sl(tensors["resets"]), first),
                 "weights": sl(tensors["weights"])}
 
-    return (tf.data.Dataset.range(lanes * chunks)
-            .shuffle(lanes * chunks, seed=seed, reshuffle_each_iteration=True)
-            .repeat().map(example).batch(lanes, drop_remainder=True)
-            .prefetch(2))
+    return finish(
+        tf.data.Dataset.range(lanes * chunks)
+        .shuffle(lanes * chunks, seed=seed, reshuffle_each_iteration=True)
+        .repeat().map(example).batch(lanes, drop_remainder=True)
+        .prefetch(2), autotune)
 
 
 def window_starts(arrays, seq_len):
@@ -78,7 +97,8 @@ def window_starts(arrays, seq_len):
                     np.int32).reshape(-1, 2)
 
 
-def windows_dataset(task, arrays, seq_len, batch_size, seed):
+def windows_dataset(task, arrays, seq_len, batch_size, seed,
+                    autotune=False):
     """Windows-mode batches: `batch_size` windows of `seq_len` steps, drawn
     shuffled from every start in every lane (stride 1), each from the
     initial state. A lane's resets inside a window still restart it."""
@@ -100,21 +120,25 @@ def windows_dataset(task, arrays, seq_len, batch_size, seed):
                 "reset_mask": tf.logical_or(sl(tensors["resets"]), first),
                 "weights": sl(tensors["weights"])}
 
-    return (tf.data.Dataset.range(len(starts))
-            .shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
-            .repeat().map(example).batch(batch_size, drop_remainder=True)
-            .prefetch(2))
+    return finish(
+        tf.data.Dataset.range(len(starts))
+        .shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
+        .repeat().map(example).batch(batch_size, drop_remainder=True)
+        .prefetch(2), autotune)
 
 
-def train_dataset(task, arrays, seq_len, state_mode, seed, batch_size=None):
+def train_dataset(task, arrays, seq_len, state_mode, seed, batch_size=None,
+                  autotune=False):
     if state_mode == "carry":
-        return stream_dataset(task, arrays, seq_len)
+        return stream_dataset(task, arrays, seq_len, autotune=autotune)
     if state_mode == "windows":
-        return windows_dataset(task, arrays, seq_len, batch_size, seed)
-    return shuffled_dataset(task, arrays, seq_len, seed)
+        return windows_dataset(task, arrays, seq_len, batch_size, seed,
+                               autotune)
+    return shuffled_dataset(task, arrays, seq_len, seed, autotune)
 
 
-def window_dataset(task, arrays, seq_len, burn_in, seed, shuffle=True):
+def window_dataset(task, arrays, seq_len, burn_in, seed, shuffle=True,
+                   autotune=False):
     """Stored-state and burn-in batches: shuffled chunks, each with its
     index and its stream's `burn_in` steps before it.
 
@@ -166,5 +190,5 @@ def window_dataset(task, arrays, seq_len, burn_in, seed, shuffle=True):
     else:  # batch k: every lane's chunk k
         ds = tf.data.Dataset.range(chunks * lanes).map(
             lambda j: (j % lanes) * chunks + j // lanes)
-    return (ds.repeat().map(example).batch(lanes, drop_remainder=True)
-            .prefetch(2))
+    return finish(ds.repeat().map(example).batch(lanes, drop_remainder=True)
+                  .prefetch(2), autotune)

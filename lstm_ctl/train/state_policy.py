@@ -102,14 +102,14 @@ class StatePolicy:
         return self.mode + (f", burn-in {self.burn_in}" if self.burn_in
                             else "")
 
-    def dataset(self, task, arrays, shuffle=True):
+    def dataset(self, task, arrays, shuffle=True, autotune=False):
         if not self.windowed:
             return pipelines.train_dataset(task, arrays, self.seq_len,
                                            self.mode, self.seed,
-                                           self.batch_size)
+                                           self.batch_size, autotune)
         return pipelines.window_dataset(task, arrays, self.seq_len,
                                         self.burn_in, self.seed,
-                                        shuffle=shuffle)
+                                        shuffle=shuffle, autotune=autotune)
 
     def signature(self, batch_spec):
         """The train step's batch signature, with this policy's extra keys."""

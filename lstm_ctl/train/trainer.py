@@ -113,7 +113,9 @@ class Trainer:
             config.model.num_layers, config.model.units, name="carried_state")
         # Every worker computes the same global batches; each replica then
         # takes its own rows of them (see distribute.replica_rows).
-        self.dataset = self.policy.dataset(self.task, self.arrays)
+        self.data_autotune = _data_autotune(self.model_dir)
+        self.dataset = self.policy.dataset(self.task, self.arrays,
+                                           autotune=self.data_autotune)
         self.iterator = iter(self.dataset)
         stored = ({} if self.policy.table is None
                   else {"stored_state": self.policy.table})
@@ -158,7 +160,8 @@ class Trainer:
             config_lib.save(config, self.model_dir)
             data.save_task_files(self.task, self.model_dir)
             holdout.save_run_info(self.model_dir,
-                                  state_horizon=self.state_horizon)
+                                  state_horizon=self.state_horizon,
+                                  data_autotune=self.data_autotune)
         writer = summaries.Writer(os.path.join(own_dir, "train"))
         start = int(self.step.numpy())
         if self.eval_every:
@@ -332,6 +335,15 @@ class Trainer:
                         f"{v.best['loss']:.5f}, step {v.best['step']}); "
                         f"evaluate it with --checkpoint=best.")
         return result
+
+
+def _data_autotune(model_dir):
+    """Whether the run's data pipeline keeps tf.data's autotuning: only to
+    resume a run whose checkpoints were written with it (before run.json
+    recorded `data_autotune`), as its checkpointed iterator restores only
+    into such a pipeline (data/pipelines.py `finish`)."""
+    return (checkpoints.latest_checkpoint(model_dir) is not None and
+            holdout.load_run_info(model_dir).get("data_autotune", True))
 
 
 def train(config, out=None, task=None):

@@ -24,6 +24,23 @@ def test_lanes_pack_whole_streams_and_mark_where_they_start():
     np.testing.assert_array_equal(arrays.resets[0], [1, 0, 0, 0, 0])
 
 
+def test_pipelines_leave_autotuning_off_unless_asked():
+    # tf.data's autotuning thread can hold an iterator's deletion for up to
+    # a minute; only a run checkpointed with it keeps it (pipelines.finish).
+    config = DataConfig(task="sine", seq_len=5, batch_size=2, seed=3)
+    task, arrays = data.build_task(config, "eval")
+    for mode in ("carry", "reset", "windows"):
+        for autotune in (False, True):
+            ds = pipelines.train_dataset(task, arrays, 5, mode, 0, 2,
+                                         autotune=autotune)
+            enabled = ds.options().autotune.enabled is not False
+            assert enabled is autotune, (mode, autotune)
+    assert pipelines.stream_dataset(task, arrays, 5).options() \
+        .autotune.enabled is False
+    ds = pipelines.window_dataset(task, arrays, 5, 2, 0)
+    assert ds.options().autotune.enabled is False
+
+
 def test_carry_batches_continue_each_row_of_the_previous_batch():
     config = DataConfig(task="sine", seq_len=7, batch_size=4, seed=3)
     task, arrays = data.build_task(config, "eval")
