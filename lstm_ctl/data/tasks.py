@@ -160,13 +160,6 @@ def eval_series(config, model_dir, frame=None):
     raise ValueError(f"unknown task {config.task!r}")
 
 
-def save_task_files(task, model_dir):
-    """Writes what evaluation needs to read the data as training did: the
-    vocabulary (text) or the normalisation statistics (csv), and the
-    streams found (name, rows, held-out rows): `task.save`."""
-    task.save(model_dir)
-
-
 def _train_windows_arrays(config, series, name):
     arrays = stream_lanes(series)
     if int(arrays.lengths.max()) < 2:
@@ -180,7 +173,7 @@ def build_task(config, split="train", model_dir=".", frame=None,
     """`(Task, StreamArrays)` for `config` (a DataConfig); split train/eval.
 
     A vocabulary or normalisation saved in `model_dir` is used when present;
-    nothing is written (see `save_task_files`). `frame`: a pandas DataFrame
+    nothing is written (see `Task.save`). `frame`: a pandas DataFrame
     read instead of `config.csv_file` (see `frame_task`). `state_mode=
     "windows"` (train split, text/csv): one lane per stream, for windows
     drawn from anywhere in it (`pipelines.windows_dataset`).
@@ -233,10 +226,3 @@ def frame_series(frame, config, model_dir="."):
     """`(Task, List[Series])` of a pandas DataFrame, as `eval_series` gives
     them for the same table in a CSV file (see `frame_task`)."""
     return eval_series(config, model_dir, frame=frame)
-
-
-# ------------------------------------------------------------- baselines
-def baseline_loss(task, arrays):
-    """The naive model's loss: repeat-last-value (sine, csv) or the unigram
-    distribution (text): `task.baseline_loss`."""
-    return task.baseline_loss(arrays)

@@ -94,7 +94,7 @@ class Trainer:
         self.chief = distribute.is_chief(self.strategy)
         self.out = (out or sys.stdout) if self.chief else io.StringIO()
         keras.utils.set_random_seed(config.seed)
-        self.baseline = data.baseline_loss(self.task, self.arrays)
+        self.baseline = self.task.baseline_loss(self.arrays)
         # The most steps training carries a state over (run.json), so that
         # evaluation can warn when its warm-up goes further.
         self.state_horizon = holdout.state_horizon(
@@ -158,7 +158,7 @@ class Trainer:
         os.makedirs(own_dir, exist_ok=True)
         if self.chief:
             config_lib.save(config, self.model_dir)
-            data.save_task_files(self.task, self.model_dir)
+            self.task.save(self.model_dir)
             holdout.save_run_info(self.model_dir,
                                   state_horizon=self.state_horizon,
                                   data_autotune=self.data_autotune)

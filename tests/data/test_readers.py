@@ -102,7 +102,7 @@ def test_a_missing_target_has_weight_zero(tmp_path):
     # As an input, load is filled from the row before.
     np.testing.assert_array_equal(arrays.inputs[0, 12, 1],
                                   arrays.inputs[0, 11, 1])
-    assert np.isfinite(data.baseline_loss(task, arrays))
+    assert np.isfinite(task.baseline_loss(arrays))
 
 
 # --------------------------------------------------------- panel data

@@ -99,13 +99,13 @@ def test_text_task_vocab_and_unigram_baseline(tmp_path):
                         text_file=str(path))
     task, arrays = data.build_task(config, "train", str(tmp_path))
     assert task.vocab == ["a", "b", "c"]
-    data.save_task_files(task, str(tmp_path))
+    task.save(str(tmp_path))
     assert (tmp_path / data.VOCAB_FILE).exists()
     # The saved vocabulary is used again (for evaluation) as it is.
     (tmp_path / data.VOCAB_FILE).write_text('["a", "b", "c", "z"]')
     assert data.build_task(config, "eval", str(tmp_path))[0].vocab[-1] == "z"
     # Frequencies 2/5, 2/5, 1/5 (+1 smoothing): the unigram cross-entropy.
-    baseline = data.baseline_loss(task, arrays)
+    baseline = task.baseline_loss(arrays)
     p = np.array([2, 2, 1]) / 5
     assert baseline == pytest.approx(-(p * np.log(p)).sum(), rel=0.02)
     batch = next(iter(pipelines.stream_dataset(task, arrays, 4)))
@@ -129,7 +129,7 @@ def test_csv_task_normalises_and_forecasts_target_columns(tmp_path):
     # Target (c, a) at t is the input's (c, a) at t+1.
     np.testing.assert_array_equal(arrays.targets[0, :-1],
                                   arrays.inputs[0, 1:][:, [2, 0]])
-    data.save_task_files(task, str(tmp_path))
+    task.save(str(tmp_path))
     saved = json.loads((tmp_path / data.NORM_FILE).read_text())
     assert saved["columns"] == ["a", "b", "c"]
     np.testing.assert_allclose(saved["mean"], task.norm["mean"])
