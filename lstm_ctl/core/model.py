@@ -7,7 +7,7 @@ import tensorflow as tf
 from lstm_ctl.core import fused
 from lstm_ctl.core import loop
 from lstm_ctl.core import state as state_lib
-from lstm_ctl.core.checks import ChecksMixin, check_constructor_args
+from lstm_ctl.core import checks
 from lstm_ctl.core.fitting import FittingMixin
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.core.stateful import StatefulMixin, make_kept_variables
@@ -20,7 +20,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
+class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -63,9 +63,9 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
         # the compute dtype; `call` casts what it needs itself.
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True  # NumPy inputs
-        check_constructor_args(units, output_dim, num_layers, dropout,
-                                recurrent_dropout, initial_state_mode,
-                                implementation, input_dim)
+        checks.check_constructor_args(units, output_dim, num_layers, dropout,
+                                      recurrent_dropout, initial_state_mode,
+                                      implementation, input_dim)
         self.units = int(units)
         self.output_dim = None if output_dim is None else int(output_dim)
         self.num_layers = int(num_layers)
@@ -167,13 +167,14 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
     def call(self, inputs, initial_state=None, reset_mask=None, mask=None,
              training=False):
         x = self._compute_input(inputs)
-        self._check_inputs(x)
+        checks.check_inputs(x, self.input_dim)
         batch = _static_or_dynamic(x, 0)
         steps = _static_or_dynamic(x, 1)
-        reset = self._check_step_mask(reset_mask, "reset_mask", batch, steps)
+        reset = checks.check_step_mask(reset_mask, "reset_mask", batch,
+                                       steps)
         if all(m is None for m in tf.nest.flatten(mask)):
             mask = None  # Keras fills in the (absent) masks of tensor args
-        mask = self._check_step_mask(mask, "mask", batch, steps)
+        mask = checks.check_step_mask(mask, "mask", batch, steps)
         if initial_state is not None:
             state = state_lib.normalize_state(
                 initial_state, self.num_layers, self.units, batch,
@@ -281,7 +282,8 @@ class LSTMModel(FittingMixin, StatefulMixin, ChecksMixin, keras.Model):
                              f"timestep); got shape {x_t.shape.as_list()}.")
         if not self.built:
             self.build((None, None, x_t.shape[-1]))
-        self._check_features(x_t.shape[-1], "x_t", "[batch, features]")
+        checks.check_features(x_t.shape[-1], self.input_dim, "x_t",
+                              "[batch, features]")
         batch = _static_or_dynamic(x_t, 0)
         if prev_state is not None:
             state = state_lib.normalize_state(
