@@ -7,10 +7,10 @@ import tensorflow as tf
 from lstm_ctl.core import fused
 from lstm_ctl.core import loop
 from lstm_ctl.core import state as state_lib
+from lstm_ctl.core import stateful as stateful_lib
 from lstm_ctl.core import checks
 from lstm_ctl.core.fitting import FittingMixin
 from lstm_ctl.core.state import LSTMState
-from lstm_ctl.core.stateful import StatefulMixin, make_kept_variables
 
 
 def _static_or_dynamic(tensor, axis):
@@ -20,7 +20,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
+class LSTMModel(FittingMixin, keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -101,8 +101,15 @@ class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
                     setattr(self, f"initial_{part}_{i}", self.add_weight(
                         shape=(self.units,), initializer="zeros",
                         name=f"initial_{part}_{i}", autocast=False))
+        # The kept state of a stateful model (None: it keeps none). Its
+        # variables are the model's attribute `kept_state`, so that
+        # checkpoints hold them at model/kept_state/...
+        self._kept = None
         if self.stateful:
-            make_kept_variables(self)
+            self._kept = stateful_lib.KeptState(
+                self.num_layers, self.units, self.state_dtype,
+                self.initial_state)
+            self.kept_state = self._kept.variables
         if input_dim is not None:
             self.build((None, None, input_dim))
 
@@ -156,6 +163,28 @@ class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
         return state_lib.zeros_state(batch_size, self.units, self.num_layers,
                                      self.state_dtype)
 
+    # --------------------------------------------------------- stateful mode
+    @property
+    def state(self):
+        """The kept state (stateful models): a tuple of `LSTMState`.
+
+        None before the first call (nothing is kept yet).
+        """
+        return stateful_lib.require(self._kept, "state").read()
+
+    def reset_state(self, state=None, mask=None, batch_size=None):
+        """Resets the kept state of a stateful model.
+
+        - `reset_state()`: nothing is kept (`state` is None); the next call
+          starts from the initial state at whatever batch size it has.
+        - `reset_state(batch_size=N)`: the initial state for N examples.
+        - `reset_state(state)`: these values (any batch size; it then holds).
+        - `reset_state(mask=m)`, `m` bool `[B]`: only examples where m is
+          True go back to the initial state (or to `state`, when given).
+        """
+        stateful_lib.require(self._kept, "reset_state").reset(
+            state, mask, batch_size)
+
     # ------------------------------------------------------------------ call
     def __call__(self, inputs, *args, **kwargs):
         # NumPy inputs become tensors of their own dtype (`call` casts
@@ -180,13 +209,13 @@ class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
                 initial_state, self.num_layers, self.units, batch,
                 "initial_state", self.state_dtype)
         elif self.stateful:
-            state = self._kept_state_for(batch)
+            state = self._kept.for_batch(batch)
         else:
             state = self.initial_state(batch)
 
         outputs, final_state = self._run(x, state, reset, mask, bool(training))
         if self.stateful:
-            self._keep(final_state)
+            self._kept.keep(final_state)
         return outputs, final_state
 
     def _compute_input(self, inputs):
@@ -290,7 +319,7 @@ class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
                 prev_state, self.num_layers, self.units, batch, "prev_state",
                 self.state_dtype)
         elif self.stateful:
-            state = self._kept_state_for(batch)
+            state = self._kept.for_batch(batch)
         else:
             state = self.initial_state(batch)
         inp, next_state = x_t, []
@@ -309,6 +338,6 @@ class LSTMModel(FittingMixin, StatefulMixin, keras.Model):
             inp = tf.cast(h, self.compute_dtype)
         next_state = tuple(next_state)
         if self.stateful and prev_state is None:
-            self._keep(next_state)
+            self._kept.keep(next_state)
         y_t = inp if self.head is None else self.head(inp)
         return tf.cast(y_t, self.state_dtype), next_state

@@ -1,8 +1,13 @@
 """Stateful mode of LSTMModel: the kept state and `reset_state`.
 
-The kept state lives in `state.StateVariables` (`[None, H]` variables, so
-its batch size can change), created by the model when `stateful=True`: they
-are checkpointed with the model but are not model weights.
+`KeptState` owns a stateful model's kept state: its variables (a
+`state.StateVariables` of `[None, H]` variables, so that its batch size can
+change), the state a call of B examples starts from, and every reset. It is
+given what it needs when it is made (layers, units, dtype, and the model's
+initial state as a function of the batch size) and reads nothing else of
+the model. The model holds the variables as its attribute `kept_state`, so
+that checkpoints hold them (at `model/kept_state/h/0`, ...); they are not
+model weights.
 """
 
 import tensorflow as tf
@@ -10,61 +15,82 @@ import tensorflow as tf
 from lstm_ctl.core import state as state_lib
 from lstm_ctl.core.state import LSTMState
 
+MISMATCH = ("This stateful model keeps a state of batch size {} but the "
+            "inputs have batch size {}. Call model.reset_state() to start "
+            "over from the initial state at the new batch size, "
+            "model.reset_state(state) with a state of the new batch size, or "
+            "pass initial_state=... to this call.")
 
-def make_kept_variables(model):
-    """The kept state of a stateful `model`, as its attribute `kept_state`."""
-    model.kept_state = state_lib.StateVariables(
-        model.num_layers, model.units, model.state_dtype, name="kept_state")
+
+def require(kept, what):
+    """`kept`, the `KeptState` of a stateful model; None (a model built with
+    stateful=False) is the error that `what` (a method's name) needs one."""
+    if kept is None:
+        raise ValueError(
+            f"`{what}` needs a model built with stateful=True; this model "
+            "keeps no state (pass `initial_state` to each call instead).")
+    return kept
 
 
-class StatefulMixin:
-    """`state`, `reset_state` and the kept state's use in calls."""
+class KeptState:
+    """The state a stateful model keeps across calls.
 
-    def _require_stateful(self, what):
-        if not self.stateful:
-            raise ValueError(
-                f"`{what}` needs a model built with stateful=True; this model "
-                "keeps no state (pass `initial_state` to each call instead).")
+    Args:
+      num_layers, units: the model's layers and H.
+      dtype: the dtype of every state tensor.
+      initial_state: `batch_size -> state`, the model's initial state
+        (zeros or learned), where calls and resets start from.
+    """
 
-    @property
-    def state(self):
-        """The kept state (stateful models): a tuple of `LSTMState`.
+    def __init__(self, num_layers, units, dtype, initial_state):
+        self.num_layers = num_layers
+        self.units = units
+        self.dtype = dtype
+        self.initial_state = initial_state
+        self.variables = state_lib.StateVariables(num_layers, units, dtype,
+                                                  name="kept_state")
 
-        None before the first call (nothing is kept yet).
-        """
-        self._require_stateful("state")
+    def read(self):
+        """The kept state, a tuple of `LSTMState`; eagerly None before the
+        first call (nothing is kept yet)."""
         if tf.executing_eagerly():
-            return self.kept_state.read()
-        return self.kept_state.value()
+            return self.variables.read()
+        return self.variables.value()
 
-    def _keep(self, new_state):
-        self.kept_state.assign(new_state)
+    def value(self):
+        """The kept values (batch size 0 when nothing is kept)."""
+        return self.variables.value()
 
-    def _kept_state_for(self, batch):
-        """The kept state to start a call of `batch` examples from.
+    def batch_size(self):
+        """The kept batch size, a tensor (0: nothing is kept)."""
+        return self.variables.batch_size()
+
+    def keep(self, new_state):
+        self.variables.assign(new_state)
+
+    def clear(self):
+        """Keeps nothing: the next call starts from the initial state."""
+        self.variables.clear()
+
+    def for_batch(self, batch):
+        """The state to start a call of `batch` examples from.
 
         With nothing kept yet, the initial state. A kept state of another
         batch size is an error that says how to reset.
         """
-        kept_batch = self.kept_state.batch_size()
+        kept_batch = self.variables.batch_size()
         # Truncated BPTT: no gradient flows into earlier batches.
-        kept = state_lib.stop_gradient(self.kept_state.value())
-        template = ("This stateful model keeps a state of batch size {} but "
-                    "the inputs have batch size {}. Call "
-                    "model.reset_state() to start over from the initial "
-                    "state at the new batch size, "
-                    "model.reset_state(state) with a state of the new batch "
-                    "size, or pass initial_state=... to this call.")
+        kept = state_lib.stop_gradient(self.variables.value())
         if tf.executing_eagerly():
             kept_batch = int(kept_batch)
             if kept_batch == 0:
                 return self.initial_state(batch)
             if kept_batch != int(batch):
-                raise ValueError(template.format(kept_batch, int(batch)))
+                raise ValueError(MISMATCH.format(kept_batch, int(batch)))
             return kept
         # Inside a tf.function the sizes are known only at run time.
         ok = tf.logical_or(tf.equal(kept_batch, 0), tf.equal(kept_batch, batch))
-        message = tf.strings.format(template, (kept_batch, batch))
+        message = tf.strings.format(MISMATCH, (kept_batch, batch))
         with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
             empty = tf.equal(kept_batch, 0)
         init = self.initial_state(batch)
@@ -73,28 +99,18 @@ class StatefulMixin:
                       tf.cond(empty, lambda i=i: init[i].c, lambda k=k: k.c))
             for i, k in enumerate(kept))
 
-    def reset_state(self, state=None, mask=None, batch_size=None):
-        """Resets the kept state of a stateful model.
-
-        - `reset_state()`: nothing is kept (`state` is None); the next call
-          starts from the initial state at whatever batch size it has.
-        - `reset_state(batch_size=N)`: the initial state for N examples.
-        - `reset_state(state)`: these values (any batch size; it then holds).
-        - `reset_state(mask=m)`, `m` bool `[B]`: only examples where m is
-          True go back to the initial state (or to `state`, when given).
-        """
-        self._require_stateful("reset_state")
+    def reset(self, state=None, mask=None, batch_size=None):
+        """`LSTMModel.reset_state`: see its docstring."""
         if state is not None and batch_size is not None:
             raise ValueError("reset_state takes `state` or `batch_size`, not "
                              "both (the state's rows give the batch size).")
         if state is None and mask is None and batch_size is None:
-            self.kept_state.clear()
+            self.clear()
             return
-        kept_batch = int(self.kept_state.batch_size())
+        kept_batch = int(self.variables.batch_size())
         if state is not None:
             target = state_lib.normalize_state(
-                state, self.num_layers, self.units, None, "state",
-                self.state_dtype)
+                state, self.num_layers, self.units, None, "state", self.dtype)
             target_batch = int(tf.shape(target[0].h)[0])
             state_lib.check_batch_size(target, target_batch, "state")
         else:
@@ -124,6 +140,5 @@ class StatefulMixin:
                     + ("" if target_batch == kept_batch else
                        f" and a state of batch size {target_batch}") + ".")
             target = state_lib.select_state(mask, target,
-                                            self.kept_state.value())
-        self._keep(target)
-
+                                            self.variables.value())
+        self.keep(target)
