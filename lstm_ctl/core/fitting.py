@@ -7,6 +7,9 @@ batch after batch (truncated backprop through time: the kept state enters
 through `tf.stop_gradient`); `lstm_ctl.callbacks.ResetState` says when it
 starts over. During `fit`, validation starts from the initial state and the
 training state is put back after it.
+
+`Fitting` holds all of this; LSTMModel overrides Keras's methods with one
+line each that hands Keras's own method to it.
 """
 
 import contextlib
@@ -29,49 +32,63 @@ def outputs_of(y_pred):
     return y_pred
 
 
-class FittingMixin:
-    """Keras's train/test/predict steps and losses on `outputs` only."""
+class Fitting:
+    """What LSTMModel changes in Keras's steps and fit/evaluate/predict.
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                     training=True):
-        return super().compute_loss(x=x, y=y, y_pred=outputs_of(y_pred),
-                                    sample_weight=sample_weight,
-                                    training=training)
+    Keras calls these methods on the model; the model's own overrides hand
+    each one Keras's implementation (`super()`'s method, `keras_...` here)
+    and its arguments, and this object calls it with what lstm_ctl changes.
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, outputs_of(y_pred),
-                                       sample_weight=sample_weight)
+    Args:
+      kept: the model's `stateful.KeptState`, or None for a model built
+        with stateful=False.
+    """
+
+    def __init__(self, kept):
+        self.kept = kept
+        self.inside_fit = False  # validation inside fit (see `evaluate`)
+
+    def compute_loss(self, keras_compute_loss, x, y, y_pred, sample_weight,
+                     training):
+        return keras_compute_loss(x=x, y=y, y_pred=outputs_of(y_pred),
+                                  sample_weight=sample_weight,
+                                  training=training)
+
+    def compute_metrics(self, keras_compute_metrics, x, y, y_pred,
+                        sample_weight):
+        return keras_compute_metrics(x, y, outputs_of(y_pred),
+                                     sample_weight=sample_weight)
 
     def _batch_checked(self, data, job):
         """A stateful model's batch must match its kept state (or nothing is
         kept): the last, smaller batch of an epoch is this error, before
         anything of the step runs."""
-        if not self.stateful:
+        if self.kept is None:
             return contextlib.nullcontext()
         x = keras.utils.unpack_x_y_sample_weight(data)[0]
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        kept = self.kept_state.batch_size()
+        kept = self.kept.batch_size()
         ok = tf.logical_or(tf.equal(kept, 0), tf.equal(kept, batch))
         check = tf.debugging.Assert(ok, [tf.strings.format(
             BATCH_MESSAGE.format(job), (batch, kept))])
         return tf.control_dependencies([check])
 
-    def train_step(self, data):
+    def train_step(self, keras_train_step, data):
         with self._batch_checked(data, "fit"):
-            return super().train_step(data)
+            return keras_train_step(data)
 
-    def test_step(self, data):
+    def test_step(self, keras_test_step, data):
         with self._batch_checked(data, "evaluate"):
-            return super().test_step(data)
+            return keras_test_step(data)
 
-    def predict_step(self, data):
+    def predict_step(self, keras_predict_step, data):
         with self._batch_checked(data, "predict"):
-            return outputs_of(super().predict_step(data))
+            return outputs_of(keras_predict_step(data))
 
     def _check_rows(self, job, x, batch_size, callbacks):
         """Arrays given to a stateful model must fill every batch (checked
         before anything runs; datasets are checked batch by batch)."""
-        if not self.stateful or not hasattr(x, "shape") or isinstance(
+        if self.kept is None or not hasattr(x, "shape") or isinstance(
                 x, tf.data.Dataset):
             return
         if any(getattr(c, "every", None) == "batch" for c in callbacks or ()):
@@ -85,27 +102,27 @@ class FittingMixin:
                 "number of rows that batch_size divides, or a "
                 "tf.data.Dataset batched with drop_remainder=True.")
 
-    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+    def fit(self, keras_fit, x, y, batch_size, *args, **kwargs):
         self._check_rows("fit", x, batch_size, kwargs.get("callbacks"))
-        self._fitting = True
+        self.inside_fit = True
         try:
-            return super().fit(x, y, batch_size, *args, **kwargs)
+            return keras_fit(x, y, batch_size, *args, **kwargs)
         finally:
-            self._fitting = False
+            self.inside_fit = False
 
-    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        if not (self.stateful and self._fitting):
+    def evaluate(self, keras_evaluate, x, y, batch_size, *args, **kwargs):
+        if self.kept is None or not self.inside_fit:
             self._check_rows("evaluate", x, batch_size,
                              kwargs.get("callbacks"))
-            return super().evaluate(x, y, batch_size, *args, **kwargs)
+            return keras_evaluate(x, y, batch_size, *args, **kwargs)
         # Validation inside fit: its streams are not the training streams.
-        kept = self.kept_state.value()
-        self.kept_state.clear()
+        kept = self.kept.value()
+        self.kept.clear()
         try:
-            return super().evaluate(x, y, batch_size, *args, **kwargs)
+            return keras_evaluate(x, y, batch_size, *args, **kwargs)
         finally:
-            self.kept_state.assign(kept)
+            self.kept.keep(kept)
 
-    def predict(self, x, batch_size=None, *args, **kwargs):
+    def predict(self, keras_predict, x, batch_size, *args, **kwargs):
         self._check_rows("predict", x, batch_size, kwargs.get("callbacks"))
-        return super().predict(x, batch_size, *args, **kwargs)
+        return keras_predict(x, batch_size, *args, **kwargs)

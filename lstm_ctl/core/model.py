@@ -1,15 +1,23 @@
-"""LSTMModel: stacked LSTMCells, a per-step Dense head, explicit state."""
+"""LSTMModel: stacked LSTMCells, a per-step Dense head, explicit state.
+
+One class, `LSTMModel(keras.Model)`, with its parts composed in, each given
+what it needs and reading nothing of the model: the checks of its
+arguments and inputs (`checks`, pure functions), the kept state of a
+stateful model (`stateful.KeptState`, behind `state` and `reset_state`),
+and what it changes in Keras's compile/fit/evaluate/predict
+(`fitting.Fitting`, behind the Keras methods overridden at the end).
+"""
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from lstm_ctl.core import checks
+from lstm_ctl.core import fitting as fitting_lib
 from lstm_ctl.core import fused
 from lstm_ctl.core import loop
 from lstm_ctl.core import state as state_lib
 from lstm_ctl.core import stateful as stateful_lib
-from lstm_ctl.core import checks
-from lstm_ctl.core.fitting import FittingMixin
 from lstm_ctl.core.state import LSTMState
 
 
@@ -20,7 +28,7 @@ def _static_or_dynamic(tensor, axis):
 
 
 @keras.saving.register_keras_serializable(package="lstm_ctl")
-class LSTMModel(FittingMixin, keras.Model):
+class LSTMModel(keras.Model):
     """A stack of `keras.layers.LSTMCell`s whose state is yours to control.
 
     `model(inputs [B, T, D], initial_state=None, reset_mask=None, mask=None,
@@ -79,7 +87,6 @@ class LSTMModel(FittingMixin, keras.Model):
         self.implementation = implementation
         self.seed = seed
         self.input_dim = None
-        self._fitting = False  # inside fit (see FittingMixin.evaluate)
         # `mask` is handled in `call`; outputs carry no Keras mask.
         self.supports_masking = True
         # Each cell is its own attribute so that tf.train.Checkpoint sees it.
@@ -110,6 +117,8 @@ class LSTMModel(FittingMixin, keras.Model):
                 self.num_layers, self.units, self.state_dtype,
                 self.initial_state)
             self.kept_state = self._kept.variables
+        # What the model changes in Keras's compile/fit workflow.
+        self._fitting = fitting_lib.Fitting(self._kept)
         if input_dim is not None:
             self.build((None, None, input_dim))
 
@@ -341,3 +350,38 @@ class LSTMModel(FittingMixin, keras.Model):
             self._kept.keep(next_state)
         y_t = inp if self.head is None else self.head(inp)
         return tf.cast(y_t, self.state_dtype), next_state
+
+    # ------------------------------------- Keras's compile/fit/evaluate/predict
+    # Keras calls these on the model; each hands Keras's own method to
+    # `fitting.Fitting` (losses, metrics and predict on `outputs`; a stateful
+    # model's batch-size checks; validation inside fit from the initial
+    # state).
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        return self._fitting.compute_loss(super().compute_loss, x, y, y_pred,
+                                          sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return self._fitting.compute_metrics(super().compute_metrics, x, y,
+                                             y_pred, sample_weight)
+
+    def train_step(self, data):
+        return self._fitting.train_step(super().train_step, data)
+
+    def test_step(self, data):
+        return self._fitting.test_step(super().test_step, data)
+
+    def predict_step(self, data):
+        return self._fitting.predict_step(super().predict_step, data)
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        return self._fitting.fit(super().fit, x, y, batch_size, *args,
+                                 **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        return self._fitting.evaluate(super().evaluate, x, y, batch_size,
+                                      *args, **kwargs)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        return self._fitting.predict(super().predict, x, batch_size, *args,
+                                     **kwargs)
