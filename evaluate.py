@@ -81,6 +81,7 @@ def data_file(cfg):
 def run(cfg):
     from lstm_ctl.run import checkpoints  # imports TensorFlow
     from lstm_ctl.eval import engine as evaluation
+    from lstm_ctl.eval import report
 
     evaluator = evaluation.Evaluator(cfg.model_dir, cfg.warmup,
                                      cfg.forecast, data_file(cfg))
@@ -110,7 +111,7 @@ def run(cfg):
                 continue
             rows += new
             if cfg.watch:
-                print(evaluation.format_table(new, metric), flush=True)
+                print(report.format_table(new, metric), flush=True)
     elif checkpoint:
         rows = evaluator.evaluate_checkpoint(checkpoint, cfg.state_mode,
                                              cfg.eval_steps)
@@ -120,7 +121,7 @@ def run(cfg):
                                              cfg.eval_steps, restore=False)
     evaluator.close()
     if not cfg.watch:
-        print(evaluation.format_table(rows, metric))
+        print(report.format_table(rows, metric))
     for line in evaluator.warnings:
         print(f"Warning: {line}")
     if rows:

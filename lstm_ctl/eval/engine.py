@@ -20,6 +20,7 @@ from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
 from lstm_ctl.data import tasks as data
 from lstm_ctl.eval import forecast
+from lstm_ctl.eval import report
 from lstm_ctl.data import losses
 from lstm_ctl.data import pipelines
 from lstm_ctl.run import holdout
@@ -190,8 +191,8 @@ class Evaluator:
             rows += [dict(checkpoint=path, step=step, state_mode=name,
                           horizon=self.horizon, rmse=value)
                      for name, value in rmse.items()]
-        png = forecast.figure_png(self.task, self.series, carry, reset, paths,
-                                  title=f"{path} (step {step})")
+        png = report.figure_png(self.task, self.series, carry, reset, paths,
+                                title=f"{path} (step {step})")
         if write_summaries:
             self._writer("").image(step, "predictions", png)
         self.last = dict(carry=carry, reset=reset, png=png,
@@ -207,17 +208,16 @@ class Evaluator:
         paths."""
         written = []
         if predictions_csv:
-            forecast.write_csv(predictions_csv, forecast.PREDICTION_HEADER,
-                               forecast.prediction_rows(
-                                   self.task, self.series, self.last["carry"],
-                                   self.last["reset"],
-                                   self.last["max_steps"]))
+            report.write_csv(predictions_csv, report.PREDICTION_HEADER,
+                             report.prediction_rows(
+                                 self.task, self.series, self.last["carry"],
+                                 self.last["reset"], self.last["max_steps"]))
             written.append(predictions_csv)
         if forecast_csv:
             values = self.forecaster.forecast(self.series, self.horizon)
-            forecast.write_csv(forecast_csv, forecast.FORECAST_HEADER,
-                               forecast.forecast_rows(self.task, self.series,
-                                                      values))
+            report.write_csv(forecast_csv, report.FORECAST_HEADER,
+                             report.forecast_rows(self.task, self.series,
+                                                  values))
             written.append(forecast_csv)
         if plot:
             with open(plot, "wb") as f:
@@ -317,30 +317,6 @@ def watch(model_dir, timeout, poll_seconds=1.0, seen=()):
         if time.monotonic() - last_new > timeout:
             return
         time.sleep(poll_seconds)
-
-
-def format_table(rows, metric):
-    """A text table of eval rows, with reset - carry where both were run,
-    then the forecast rows."""
-    skill = [r for r in rows if "rmse" in r and "loss" not in r]
-    rows = [r for r in rows if "loss" in r]
-    width = max([len("checkpoint")] + [len(r["checkpoint"]) for r in rows])
-    row = f"{{:<{width}}}  {{:>7}}  {{:<13}}  {{:>10}}  {{:>10}}"
-    lines = [row.format("checkpoint", "step", "state", "loss", metric)]
-    pairs = {}
-    for r in rows:
-        lines.append(row.format(r["checkpoint"], r["step"], r["state_mode"],
-                                f"{r['loss']:.5f}", f"{r[metric]:.5f}"))
-        pair = pairs.setdefault(r["checkpoint"], {})
-        pair[r["state_mode"]] = r
-        if r["state_mode"] == "reset" and "carry" in pair:
-            lines.append(row.format(
-                "", "", "reset - carry",
-                f"{pair['reset']['loss'] - pair['carry']['loss']:+.5f}",
-                f"{pair['reset'][metric] - pair['carry'][metric]:+.5f}"))
-    if skill:
-        lines += ["", forecast.format_skill(skill)]
-    return "\n".join(lines)
 
 
 def sample_text(model, task, prime, length, temperature=1.0, seed=0):

@@ -10,6 +10,7 @@ import numpy as np
 from lstm_ctl import LSTMModel
 from lstm_ctl.data.tasks import CsvTask, Series
 from lstm_ctl.eval import forecast
+from lstm_ctl.eval import report
 from lstm_ctl.run import holdout
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -63,12 +64,12 @@ def test_the_reset_forecast_reads_only_the_last_seq_len_rows():
 def test_the_two_forecasts_are_named_as_the_docs_name_them():
     doc = (ROOT / "docs" / "forecasting.md").read_text()
     names = ["holdout_forecast_carry", "holdout_forecast_reset",
-             "holdout_forecast_naive", forecast.FORECAST_HEADER[-1]]
-    assert forecast.FORECAST_HEADER[-1] == "future_forecast"
+             "holdout_forecast_naive", report.FORECAST_HEADER[-1]]
+    assert report.FORECAST_HEADER[-1] == "future_forecast"
     for name in names:
         assert f"`{name}`" in doc, name
     evaluation = (ROOT / "docs" / "evaluation.md").read_text()
-    assert "`" + ",".join(forecast.FORECAST_HEADER) + "`" in evaluation
+    assert "`" + ",".join(report.FORECAST_HEADER) + "`" in evaluation
     assert forecast.primary_forecast("windows") == "holdout_forecast_reset"
     assert forecast.primary_forecast("carry") == "holdout_forecast_carry"
 
