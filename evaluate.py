@@ -87,11 +87,10 @@ def run(cfg):
                                      cfg.forecast, data_file(cfg))
     checkpoint = prepare(cfg, evaluator)
     metric = evaluator.task.metric
-    chunks = (evaluator.arrays.steps // evaluator.config.data.seq_len
-              if evaluator.arrays is not None else 0)
-    if chunks == 1 and cfg.state_mode != "reset":
-        print("Note: the eval stream holds one chunk per stream, so carry "
-              "and reset give the same numbers here.")
+    if (evaluator.carry_is_reset(cfg.eval_steps)
+            and cfg.state_mode != "reset"):
+        print("Note: without a warm-up, a hold-out of at most one chunk per "
+              "stream gives carry and reset the same numbers here.")
     rows = []
     if cfg.watch or cfg.all:
         if cfg.watch:

@@ -33,19 +33,19 @@ class EvalConfig:
     watch_timeout: float = setting(600.0, "Seconds to wait for a new "
                                    "checkpoint in --watch mode.", AT_LEAST_0)
     state_mode: str = setting(
-        "both", "carry: the state flows over the whole eval stream; reset: "
-        "it restarts at every chunk; both: side by side.",
+        "both", "carry: the state flows over each stream's whole hold-out; "
+        "reset: it restarts at every chunk; both: side by side.",
         choices=EVAL_MODES)
     warmup: Optional[str] = setting(
         None, "history: each stream's hold-out starts from the state its "
         "history left (one lane per stream; sine: the first half of each "
         "eval signal); N: from the state of only its last N history rows; "
-        "none: from the initial state (sine: over the eval lanes, as "
-        "training reads them). Default: history, as validation scores the "
-        "best checkpoint.", (_warmup_ok, "history, none or a number of rows "
-                           ">= 1"))
-    eval_steps: int = setting(0, "Chunks of the eval stream to use (0: all).",
-                              AT_LEAST_0)
+        "none: from the initial state (the same streams and hold-outs). "
+        "Default: history, as validation scores the best checkpoint.",
+        (_warmup_ok, "history, none or a number of rows >= 1"))
+    eval_steps: int = setting(
+        0, "Score the first N x --seq_len hold-out steps of each stream "
+        "(0: all).", AT_LEAST_0)
     predictions_csv: Optional[str] = setting(
         None, "Write the one-step predictions of the hold-out here (data "
         "units).")

@@ -120,11 +120,6 @@ class Task:
         return [self.naive_after(s)[a - 1:b - 1]
                 for s, (a, b) in zip(series, spans)]
 
-    def naive_lane_outputs(self, arrays, series, steps):
-        """The naive outputs of the first `steps` steps of every lane,
-        `[B, steps, O]`."""
-        return self._last(arrays)[:, :steps]
-
     # ----------------------------------------------- outputs and values
     def feedback(self):
         """Maps outputs `[B, O]` to the next inputs `[B, D]` in a
@@ -256,10 +251,6 @@ class TextTask(Task):
     def naive_outputs(self, series, spans):
         logp = self.unigram(series)
         return [np.tile(logp, (b - a, 1)) for a, b in spans]
-
-    def naive_lane_outputs(self, arrays, series, steps):
-        logp = self.unigram(series)[None]
-        return np.broadcast_to(logp, (arrays.lanes, steps, logp.shape[-1]))
 
     def feedback(self):
         """The most likely character, one-hot."""

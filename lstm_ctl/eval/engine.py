@@ -1,10 +1,14 @@
 """Evaluation: rebuild a run from config.json, restore checkpoints, measure.
 
-`warmup="none"`: the eval stream (held-out data) is run as parallel streams
-like training. `warmup="history"`: one lane per stream, whose hold-out starts
-from the state its history left (`forecast.Forecaster`). `carry` carries the
-state over the whole hold-out; `reset` restarts it at every chunk. The
-difference says whether carrying state pays.
+One engine: every eval stream (`data.eval_series`: each file or entity;
+sine, the eval signals) runs as its own lane over its hold-out, and these
+per-step predictions (`forecast.Forecaster.predict`) feed the scores, the
+predictions CSV and the figure alike. `carry` carries the state over the
+whole hold-out, starting from the state the warm-up left: over the history
+(`warmup="history"`), its last N rows (`warmup=N`), or none (`"none"`: the
+model's initial state). `reset` restarts every chunk of `seq_len` steps
+from the initial state. The difference says whether carrying state pays.
+Writing tables, CSV files and figures is report.py's.
 """
 
 import csv
@@ -21,12 +25,9 @@ from lstm_ctl.run import checkpoints
 from lstm_ctl.data import tasks as data
 from lstm_ctl.eval import forecast
 from lstm_ctl.eval import report
-from lstm_ctl.data import losses
-from lstm_ctl.data import pipelines
 from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
-from lstm_ctl.core import state as state_lib
-from lstm_ctl.run.builders import batch_signature, build_model
+from lstm_ctl.run.builders import build_model
 
 
 class Evaluator:
@@ -50,15 +51,6 @@ class Evaluator:
         self.horizon = horizon
         if horizon:
             self.task.feedback()  # raises when not autoregressive
-        self.arrays = self.dataset = None
-        if self.warmup == "none":
-            _, self.arrays = data.build_task(self.config.data, "eval",
-                                             model_dir)
-            # Built once: every checkpoint and state mode reads the same
-            # chunks.
-            self.dataset = pipelines.stream_dataset(
-                self.task, self.arrays, self.config.data.seq_len,
-                repeat=False)
         self.model = build_model(self.config, self.task)
         self.forecaster = forecast.Forecaster(self.model, self.task,
                                               self.config.data.seq_len)
@@ -66,26 +58,14 @@ class Evaluator:
         self.warnings = []  # lines: numbers that should not be trusted
         self.state_horizon = holdout.load_run_info(model_dir).get(
             "state_horizon")
-        self.trace_count = 0
-        self.eval_step = self._make_eval_step()
         self._writers = {}
 
-    def _make_eval_step(self):
-        model, task = self.model, self.task
-        batch_spec, state_spec = batch_signature(task, model)
-
-        def step_fn(batch, state, force_reset):
-            self.trace_count += 1
-            reset = state_lib.reset_first_step(batch["reset_mask"],
-                                               force_reset)
-            outputs, final_state = model(batch["inputs"], initial_state=state,
-                                         reset_mask=reset, training=False)
-            sums = losses.batch_sums(task, outputs, batch["targets"],
-                                     batch["weights"])
-            return sums, final_state
-
-        return tf.function(step_fn, autograph=False, input_signature=[
-            batch_spec, state_spec, tf.TensorSpec([], tf.bool)])
+    @property
+    def trace_count(self):
+        """How often the compiled forward pass of the hold-out runs was
+        traced (`holdout.Runner.trace_count`): once, whatever the number
+        of streams, their lengths, the state mode or the checkpoint."""
+        return self.forecaster.trace_count
 
     def restore(self, path):
         """Restores the model from `path`; returns the checkpoint's step."""
@@ -111,41 +91,26 @@ class Evaluator:
 
     def evaluate(self, state_mode, eval_steps=0, predictions=None):
         """`{"loss", <metric>}` of the current weights in one state mode
-        ("carry", "reset", or "naive": the naive baseline)."""
+        ("carry", "reset", or "naive": the naive baseline) on the first
+        `eval_steps` chunks of `seq_len` steps of each stream's hold-out
+        (0: all of it), scored from the per-stream `predictions` (computed
+        when not given) for every warm-up."""
         max_steps = eval_steps * self.config.data.seq_len
         if state_mode == "naive":
-            if self.warmup != "none":
-                naive = holdout.naive_outputs(self.task, self.series,
-                                              max_steps)
-                return self.forecaster.score(self.series, naive, max_steps)
-            return self._naive_lanes(max_steps)
-        if self.warmup != "none":
+            outputs = holdout.naive_outputs(self.task, self.series,
+                                            max_steps)
+        else:
             carry, reset, _ = predictions or self.predictions(eval_steps)
-            return self.forecaster.score(
-                self.series, carry if state_mode == "carry" else reset,
-                max_steps)
-        dataset = self.dataset.take(eval_steps) if eval_steps else \
-            self.dataset
-        state = self.model.initial_state(self.arrays.lanes)
-        force = tf.constant(state_mode == "reset")
-        totals = {"loss": 0.0, "metric": 0.0, "count": 0.0}
-        for batch in dataset:
-            sums, state = self.eval_step(batch, state, force)
-            for k in totals:
-                totals[k] += float(sums[k])
-        return losses.finalize(self.task, totals)
+            outputs = carry if state_mode == "carry" else reset
+        return self.forecaster.score(self.series, outputs, max_steps)
 
-    def _naive_lanes(self, max_steps):
-        """The naive baseline on the eval lanes (warmup="none")."""
-        a = self.arrays
-        steps = min(max_steps or a.steps,
-                    (a.steps // self.config.data.seq_len)
-                    * self.config.data.seq_len)
-        outputs = self.task.naive_lane_outputs(a, self.series, steps)
-        sums = losses.batch_sums(self.task, tf.constant(outputs, tf.float32),
-                                 a.targets[:, :steps], a.weights[:, :steps])
-        return losses.finalize(self.task, {k: float(v)
-                                           for k, v in sums.items()})
+    def carry_is_reset(self, eval_steps=0):
+        """Whether carry and reset must give the same numbers: no warm-up,
+        and no stream's scored hold-out is longer than one chunk."""
+        seq_len = self.config.data.seq_len
+        return self.warmup == "none" and all(
+            b - a <= seq_len for a, b in holdout.spans(
+                self.series, eval_steps * seq_len))
 
     def warmup_steps(self):
         """The most steps a warm-up runs the state over (0: none)."""

@@ -99,11 +99,34 @@ def forecast_mode(state_mode):
 
 
 class Runner:
-    """Runs one model over `data.Series` streams, one lane per stream."""
+    """Runs one model over `data.Series` streams, one lane per stream.
+
+    The forward pass is one compiled function (`[B, T, D]` inputs, batch
+    and time `None`), traced once (`trace_count`) for every warm-up,
+    hold-out run and checkpoint.
+    """
 
     def __init__(self, model, task, seq_len):
         self.model, self.task, self.seq_len = model, task, seq_len
         self._step = None
+        self._forward = None
+        self.trace_count = 0
+
+    def forward(self, x, state, mask):
+        """`model(x, initial_state=state, mask=mask)`, compiled: `(outputs
+        [B, T, O], final state)`."""
+        if self._forward is None:
+            batch_spec, state_spec = batch_signature(self.task, self.model)
+            mask_spec = tf.TensorSpec([None, None], tf.bool)
+
+            def forward_fn(x, state, mask):
+                self.trace_count += 1
+                return self.model(x, initial_state=state, mask=mask)
+
+            self._forward = tf.function(
+                forward_fn, autograph=False, input_signature=[
+                    batch_spec["inputs"], state_spec, mask_spec])
+        return self._forward(x, state, mask)
 
     def rollout(self, state, x_last, horizon):
         """`[B, horizon, O]` normalised (text: logits): `model.step` on the
@@ -202,9 +225,8 @@ class Runner:
         chunk = chunk or x.shape[1]
         outs = []
         for k in range(0, x.shape[1], chunk):
-            out, state = self.model(self._features(x[:, k:k + chunk]),
-                                    initial_state=state,
-                                    mask=mask[:, k:k + chunk])
+            out, state = self.forward(self._features(x[:, k:k + chunk]),
+                                      state, mask[:, k:k + chunk])
             outs.append(np.asarray(out))
         out = np.concatenate(outs, 1)
         return [out[i, :len(p)] for i, p in enumerate(parts)], state

@@ -1,5 +1,6 @@
 """Evaluation: numbers from checkpoints, eval summaries, errors, sampling."""
 
+import csv
 import io
 import json
 import os
@@ -14,6 +15,7 @@ from tensorboard.util import tensor_util
 
 from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
+from lstm_ctl.data import tasks as data
 from lstm_ctl.eval import engine as evaluation
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
@@ -31,33 +33,96 @@ def run_dir(tmp_path_factory):
     return str(model_dir)
 
 
-def test_evaluation_reproduces_the_numbers_of_the_model_itself(run_dir):
-    ev = evaluation.Evaluator(run_dir, warmup="none")   # the eval lanes
-    rows = ev.evaluate_checkpoint(checkpoints.latest_checkpoint(run_dir),
-                                  "both", eval_steps=12,
+def read_predictions(path):
+    """`{stream: (times, actual, carry, reset)}` of a predictions CSV (one
+    target column)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for r in rows:
+        times, *columns = out.setdefault(r["stream"], ([], [], [], []))
+        times.append(int(r["time"]))
+        for values, key in zip(columns, ("actual", "predicted_carry",
+                                         "predicted_reset")):
+            values.append(float(r[key]))
+    return {k: tuple(np.array(v) for v in vs) for k, vs in out.items()}
+
+
+def test_warmup_none_scores_the_predictions_that_the_csv_and_figure_show(
+        run_dir, tmp_path, monkeypatch):
+    # One engine: with warmup="none" too, the scores, the predictions CSV
+    # and the figure come from the same per-stream predictions.
+    shown = {}
+    figure_png = evaluation.report.figure_png
+
+    def spy(task, series, carry, reset, *args, **kwargs):
+        shown.update(carry=carry, reset=reset)
+        return figure_png(task, series, carry, reset, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation.report, "figure_png", spy)
+    ev = evaluation.Evaluator(run_dir, warmup="none")
+    path = checkpoints.latest_checkpoint(run_dir)
+    rows = ev.evaluate_checkpoint(path, "both", eval_steps=12,
                                   write_summaries=False)
     carry, reset, naive = rows
-    assert naive["state_mode"] == "naive"
-    a, seq = ev.arrays, ev.config.data.seq_len
+    assert [r["state_mode"] for r in rows] == ["carry", "reset", "naive"]
+    csv_path = tmp_path / "predictions.csv"
+    ev.write_outputs(predictions_csv=str(csv_path))
+    written = read_predictions(csv_path)
+
+    # The scored data are sine's eval data, which the CSV shows: the
+    # second half of each eval signal, its first 12 chunks.
+    config, seq = ev.config, ev.config.data.seq_len
     steps = 12 * seq
-    w = a.weights[:, :steps]
+    _, signals = data.eval_series(config.data, run_dir)
+    assert len(signals) == config.data.batch_size
+    assert sorted(written) == sorted(s.name for s in signals)
+    for s in signals:
+        times, actual, _, _ = written[s.name]
+        a = len(s.targets) // 2
+        np.testing.assert_array_equal(times, np.arange(a, a + steps))
+        np.testing.assert_allclose(actual, s.targets[a:a + steps, 0],
+                                   rtol=1e-6)
 
-    # Carry: the whole eval stream in one call, resets where streams start.
-    out, _ = ev.model(a.inputs[:, :steps], reset_mask=a.resets[:, :steps])
-    err = ((np.asarray(out) - a.targets[:, :steps]) ** 2).mean(-1)
-    expected_carry = (err * w).sum() / w.sum()
-    assert carry["loss"] == pytest.approx(expected_carry, rel=1e-5)
-    assert carry["rmse"] == pytest.approx(np.sqrt(expected_carry), rel=1e-5)
-
-    # Reset: every chunk on its own from the initial state.
-    chunks = lambda v: v[:, :steps].reshape(  # noqa: E731
-        (-1, seq) + v.shape[2:])
-    out, _ = ev.model(chunks(a.inputs), reset_mask=chunks(a.resets))
-    err = ((np.asarray(out) - chunks(a.targets)) ** 2).mean(-1)
-    expected_reset = (err * chunks(w)).sum() / w.sum()
-    assert reset["loss"] == pytest.approx(expected_reset, rel=1e-5)
+    # The scores are those of the CSV's predictions.
+    actual = np.concatenate([written[s.name][1] for s in signals])
+    for row, k in ((carry, 2), (reset, 3)):
+        predicted = np.concatenate([written[s.name][k] for s in signals])
+        mse = ((predicted - actual) ** 2).mean()
+        assert row["loss"] == pytest.approx(mse, rel=2e-5)
+        assert row["rmse"] == pytest.approx(np.sqrt(mse), rel=2e-5)
     assert abs(reset["loss"] - carry["loss"]) > 1e-4 * carry["loss"]
+    # Naive: each row predicted by the one before it (the history's last).
+    last = np.concatenate([s.targets[len(s.targets) // 2 - 1:][:steps, 0]
+                           for s in signals])
+    assert naive["loss"] == pytest.approx(((last - actual) ** 2).mean(),
+                                          rel=2e-5)
+
+    # They are the model itself over each stream's hold-out: carry in one
+    # call from the initial state, reset every chunk from it; and the
+    # figure draws them.
+    for i, s in enumerate(signals):
+        a = len(s.targets) // 2
+        x = s.inputs[a - 1:a - 1 + steps]
+        out, _ = ev.model(x[None])
+        chunks, _ = ev.model(x.reshape(-1, seq, x.shape[-1]))
+        for predicted, model_out, k in (
+                (shown["carry"][i], out, 2), (shown["reset"][i], chunks, 3)):
+            expected = np.asarray(model_out).reshape(steps, -1)
+            np.testing.assert_allclose(predicted, expected, rtol=1e-5,
+                                       atol=1e-6)
+            np.testing.assert_allclose(written[s.name][k], expected[:, 0],
+                                       rtol=1e-5, atol=1e-6)
+    # One compiled forward pass: carry, reset and a second checkpoint
+    # (other batch sizes and lengths) do not retrace it.
+    first = ev.evaluate_checkpoint(checkpoints.list_checkpoints(run_dir)[0],
+                                   "both", eval_steps=1,
+                                   write_summaries=False)
     assert ev.trace_count == 1
+    # One chunk from the initial state: carry and reset are the same
+    # computation (evaluate.py says so).
+    assert ev.carry_is_reset(1) and not ev.carry_is_reset(12)
+    assert first[0]["loss"] == pytest.approx(first[1]["loss"], rel=1e-6)
 
 
 def test_evaluate_all_writes_one_point_per_checkpoint_at_its_step(run_dir,
