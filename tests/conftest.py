@@ -14,15 +14,21 @@ os.environ.setdefault(
     "TF_XLA_FLAGS", "--tf_xla_persistent_cache_directory=" + os.path.join(
         tempfile.gettempdir(), "lstm_ctl_tests_xla_cache"))
 
-# XLA's CPU backend at LLVM optimisation level 0 and without LLVM's
-# expensive passes: the tests' programs are tiny, so compiling them (2-3 s
-# for a new train step shape) costs more than running them; level 0
-# compiles about a quarter faster, and skipping the expensive passes took
-# another 12% off the CPU time of the fused-layer tests with a cold cache
-# (69-70 -> 59-64 s). The numerics are XLA's (no fast math at any level);
-# only LLVM's code optimisations differ.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
-                      "--xla_llvm_disable_expensive_passes=true")
+# XLA's CPU backend tuned to compile, not to run: the tests' programs are
+# tiny, so compiling them costs more than running them, and in a new
+# checkout (CI) about 850 programs compile. LLVM at optimisation level 0
+# compiles about a quarter faster; skipping LLVM's expensive passes took
+# another 12% off the fused-layer tests with a cold cache (69-70 -> 59-64 s
+# of CPU); the legacy fusion emitters and codegen in one piece instead of
+# split for parallel compilation take compiling a new shape of a 2-layer
+# train step from 0.25-0.29 s of CPU to 0.15-0.19 s. The numerics are
+# XLA's (no fast math at any setting); only how the code is generated
+# differs.
+os.environ.setdefault("XLA_FLAGS", " ".join([
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_cpu_parallel_codegen_split_count=1"]))
 
 # One thread per op: the two test workers (and the processes the e2e tests
 # start) already keep both cores busy, and a second intra-op thread per
