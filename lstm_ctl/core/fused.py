@@ -21,6 +21,8 @@ the backward pass are in the state's dtype (float32), so only the matmuls
 run in the compute dtype and the state does not drift.
 """
 
+from typing import Any, NamedTuple, Optional
+
 import tensorflow as tf
 
 try:  # TensorFlow's own test of whether a tape records an op
@@ -28,6 +30,7 @@ try:  # TensorFlow's own test of whether a tape records an op
 except ImportError:  # moved: saves only with training=True, still exact
     record = None
 
+from lstm_ctl.core import layer as layer_lib
 from lstm_ctl.core import loop
 from lstm_ctl.core import shards
 from lstm_ctl.core.state import LSTMState
@@ -35,6 +38,44 @@ from lstm_ctl.core.state import LSTMState
 # autograph=False: the loops are explicit, and autograph costs seconds of
 # tracing time.
 _JIT = dict(jit_compile=True, reduce_retracing=True, autograph=False)
+
+
+class Args(NamedTuple):
+    """The compiled forward's inputs (and, with `Saved`, the backward's)."""
+
+    x: Any                 # [T, B, D], compute dtype
+    kernel: Any            # [D, 4H]
+    recurrent_kernel: Any  # [H, 4H]
+    bias: Any              # [4H]
+    h0: Any                # [B, H], the state's dtype
+    c0: Any
+    reset: Optional[Any]   # bool [T, B]
+    init_h: Optional[Any]  # [B, H]: what a reset restores
+    init_c: Optional[Any]
+    mask: Optional[Any]    # bool [T, B]
+    rdp: Optional[Any]     # [B, H] recurrent dropout mask, the state's dtype
+
+
+class Saved(NamedTuple):
+    """What the saving forward keeps for the backward."""
+
+    acts: Any                     # [T, B, 4H] gate activations
+    c_new: Any                    # [T, B, H] cell state after each step
+    h_prev: Optional[Any] = None  # [T, B, H] h before each step, after any
+    c_prev: Optional[Any] = None  # reset (None: the previous step's)
+
+
+class Grads(NamedTuple):
+    """All gradients of one layer."""
+
+    d_x: Any
+    d_kernel: Any
+    d_recurrent_kernel: Any
+    d_bias: Any
+    d_h0: Any
+    d_c0: Any
+    d_init_h: Any
+    d_init_c: Any
 
 
 def _where(m, a, b):
@@ -50,21 +91,16 @@ def _gate_scale(units, dtype):
     return tf.concat([half, half, tf.ones([units], dtype), half], 0)  # [4H]
 
 
-def project(x, kernel, bias):
-    """`x [T, B, D] @ kernel [D, 4H] + bias` as one matmul: `[T, B, 4H]`."""
-    shape = tf.shape(x)
-    flat = tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel) + bias
-    return tf.reshape(flat, [shape[0], shape[1], -1])
-
-
-def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
-             init_c, mask, rdp, save):
-    """Runs the layer; with `save`, also returns what the backward needs.
+def _forward(args, save):
+    """Runs the layer on `args` (an `Args`): `(outputs, h, c, saved)`, with
+    `saved` a `Saved` when `save`, else None.
 
     Saved: the gate activations `[T, B, 4H]` and the new cell states
     `[T, B, H]`; with a reset or a mask also h and c before each step
     (without them, those are the previous step's and are not stored twice).
     """
+    (x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h, init_c, mask,
+     rdp) = args
     shape = tf.shape(x)
     steps = shape[0]
     compute, dtype = x.dtype, h0.dtype
@@ -112,9 +148,9 @@ def _forward(x, kernel, recurrent_kernel, bias, h0, c0, reset, init_h,
                            maximum_iterations=steps)
     out, h, c = result[4].stack(), result[1], result[2]
     if not save:
-        return out, h, c
-    saved = [result[3].stack()] + [a.stack() for a in result[5:]]
-    return (out, h, c, *saved)  # acts, c_new (, h/c_prev)
+        return out, h, c, None
+    return out, h, c, Saved(result[3].stack(),
+                            *[a.stack() for a in result[5:]])
 
 
 def _shifted(first, seq):
@@ -222,13 +258,13 @@ def _backward_inputs(d_z, kernel):
 # Compiled once per pattern of optional inputs (reset, mask, dropout); XLA
 # then compiles per shape, without retracing.
 @tf.function(**_JIT)
-def _forward_saving(*args):
-    return _forward(*args, save=True)
+def _forward_saving(args):
+    return _forward(args, save=True)
 
 
 @tf.function(**_JIT)
-def _forward_only(*args):
-    return _forward(*args, save=False)
+def _forward_only(args):
+    return _forward(args, save=False)
 
 
 # The backward runs as three compiled stages: measured on config C, one
@@ -239,18 +275,22 @@ _weights_compiled = tf.function(_backward_weights, **_JIT)
 _inputs_compiled = tf.function(_backward_inputs, **_JIT)
 
 
-def _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel, h0, c0, out,
-              acts, c_new, h_prev, c_prev, reset, mask, rdp):
-    """All gradients of one layer: `(d_x, d_kernel, d_recurrent_kernel,
-    d_bias, d_h0, d_c0, d_init_h, d_init_c)`."""
+def _backward(d_out, d_h, d_c, args, out, saved):
+    """All gradients of one layer (`Grads`), given the gradients of its
+    outputs and final h and c, its `Args`, its outputs and what its forward
+    `Saved`."""
     # Without resets or padding (h_prev, c_prev None), the states before
     # each step are the previous step's: they were not stored twice.
-    factors = _factors_compiled(acts, c_new, c_prev, c0)
+    factors = _factors_compiled(saved.acts, saved.c_new, saved.c_prev,
+                                args.c0)
     d_z, d_h0, d_c0, d_init_h, d_init_c = _loop_compiled(
-        d_out, d_h, d_c, *factors, acts, recurrent_kernel, reset, mask, rdp)
-    weights = _weights_compiled(d_z, x, h_prev, h0, out, rdp)
-    d_x = _inputs_compiled(d_z, kernel)
-    return (d_x, *weights, d_h0, d_c0, d_init_h, d_init_c)
+        d_out, d_h, d_c, *factors, saved.acts, args.recurrent_kernel,
+        args.reset, args.mask, args.rdp)
+    d_kernel, d_recurrent_kernel, d_bias = _weights_compiled(
+        d_z, args.x, saved.h_prev, args.h0, out, args.rdp)
+    return Grads(d_x=_inputs_compiled(d_z, args.kernel), d_kernel=d_kernel,
+                 d_recurrent_kernel=d_recurrent_kernel, d_bias=d_bias,
+                 d_h0=d_h0, d_c0=d_c0, d_init_h=d_init_h, d_init_c=d_init_c)
 
 
 def _cell_step(x_t, kernel, recurrent_kernel, bias, h, c):
@@ -275,31 +315,26 @@ def _cell_step(x_t, kernel, recurrent_kernel, bias, h, c):
 cell_step = tf.function(_cell_step, **_JIT)
 
 
-def layer_sequence(x, kernel, recurrent_kernel, bias, state, reset=None,
-                   init=None, mask=None, recurrent_dropout_mask=None,
-                   training=True):
-    """One layer on `x [T, B, D]`: `(outputs [T, B, H], final LSTMState)`.
+def layer_sequence(cell, inputs, training=True):
+    """One layer with `cell`'s weights on `inputs` (a `LayerInputs`):
+    `(outputs [T, B, H], final LSTMState)`; the contract of `core/layer.py`.
 
-    Same contract as `loop.layer_sequence` (which takes the projection
-    instead of `x` and the kernels). The forward saves what the backward
-    needs (the gate activations and cell states) when a gradient can be
-    asked for: when a `tf.GradientTape` records any of its inputs (a
-    user's `model(x)` inside their tape, with or without `training=`), or
-    with `training=True`. Otherwise (`model(x)`, `predict`) it runs a loop
-    that saves nothing; if a gradient is asked for all the same (a tape
-    outside a `tf.function` traced without one), the backward reruns the
-    saving loop first. The batch is cut into shards that run side by side,
-    one per CPU core (`shards.run`).
+    The forward saves what the backward needs (the gate activations and
+    cell states) when a gradient can be asked for: when a `tf.GradientTape`
+    records any of its inputs (a user's `model(x)` inside their tape, with
+    or without `training=`), or with `training=True`. Otherwise (`model(x)`,
+    `predict`) it runs a loop that saves nothing; if a gradient is asked
+    for all the same (a tape outside a `tf.function` traced without one),
+    the backward reruns the saving loop first. The batch is cut into shards
+    that run side by side, one per CPU core (`shards.run`).
     """
-    kernel, recurrent_kernel, bias = (
-        tf.convert_to_tensor(v) for v in (kernel, recurrent_kernel, bias))
+    kernel, recurrent_kernel, bias = layer_lib.weights(cell, inputs.x.dtype)
+    state, init = inputs.state, inputs.init
     save = bool(training) or gradient_can_be_asked(
-        x, kernel, recurrent_kernel, bias, state.h, state.c,
+        inputs.x, kernel, recurrent_kernel, bias, state.h, state.c,
         *(() if init is None else init))
-    return shards.run(_layer, x, state, reset, init, mask,
-                      recurrent_dropout_mask, kernel=kernel,
-                      recurrent_kernel=recurrent_kernel, bias=bias,
-                      save=save)
+    return shards.run(_layer, inputs, kernel=kernel,
+                      recurrent_kernel=recurrent_kernel, bias=bias, save=save)
 
 
 def gradient_can_be_asked(*tensors):
@@ -316,10 +351,10 @@ def gradient_can_be_asked(*tensors):
     return bool(record.should_record_backprop(tensors))
 
 
-def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
-           recurrent_kernel, bias, save):
+def _layer(inputs, kernel, recurrent_kernel, bias, save):
     """`layer_sequence` on one shard: the compiled forward and, through
     `tf.custom_gradient`, the compiled backward."""
+    x, state, reset, init, mask, recurrent_dropout_mask = inputs
     has_init = reset is not None
     rdp = (None if recurrent_dropout_mask is None
            else tf.cast(recurrent_dropout_mask, state.h.dtype))
@@ -332,29 +367,21 @@ def _layer(x, state, reset, init, mask, recurrent_dropout_mask, kernel,
         x, kernel, recurrent_kernel, bias, h0, c0, ih, ic = (
             None if a is None else tf.stop_gradient(a)
             for a in (x, kernel, recurrent_kernel, bias, h0, c0, ih, ic))
-        args = (x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic,
-                mask, rdp)
-        if save:
-            out, h, c, *saved = _forward_saving(*args)
-        else:
-            out, h, c = _forward_only(*args)
-            saved = None
+        args = Args(x, kernel, recurrent_kernel, bias, h0, c0, reset, ih, ic,
+                    mask, rdp)
+        out, h, c, saved = (_forward_saving if save else _forward_only)(args)
 
         def grad(d_out, d_h, d_c):
             nonlocal saved
             if saved is None:
-                saved = _forward_saving(*args)[3:]
-            d_out = tf.zeros_like(out) if d_out is None else d_out
-            d_h = tf.zeros_like(h) if d_h is None else d_h
-            d_c = tf.zeros_like(c) if d_c is None else d_c
-            acts, c_new, *prev = saved
-            h_prev, c_prev = prev if prev else (None, None)
-            grads = _backward(d_out, d_h, d_c, x, kernel, recurrent_kernel,
-                              h0, c0, out, acts, c_new, h_prev, c_prev, reset,
-                              mask, rdp)
-            d_x, d_k, d_rk, d_b, d_h0, d_c0, d_ih, d_ic = grads
-            return [d_x, d_k, d_rk, d_b, d_h0, d_c0] + (
-                [d_ih, d_ic] if has_init else [])
+                saved = _forward_saving(args)[3]
+            g = _backward(
+                tf.zeros_like(out) if d_out is None else d_out,
+                tf.zeros_like(h) if d_h is None else d_h,
+                tf.zeros_like(c) if d_c is None else d_c, args, out, saved)
+            return [g.d_x, g.d_kernel, g.d_recurrent_kernel, g.d_bias,
+                    g.d_h0, g.d_c0] + ([g.d_init_h, g.d_init_c] if has_init
+                                       else [])
 
         return (out, h, c), grad
 

@@ -3,14 +3,16 @@
 Everything here is time-major: sequences are `[T, B, ...]`, masks `[T, B]`.
 Sequences and kernels are in the compute dtype, the state and the gate math
 in the state's dtype (float32 under a mixed policy).
-`layer_sequence` is the fused path (input projection hoisted out of the
-loop, one `h @ recurrent_kernel` per step, gate math written out);
-`cell_sequence` steps `keras.layers.LSTMCell`s and is the reference the fused
-path is tested against.
+Two of the three implementations of `core/layer.py`'s contract:
+`layer_sequence` (input projection hoisted out of the loop, one `h @
+recurrent_kernel` per step, gate math written out) and
+`cell_layer_sequence`, which steps a `keras.layers.LSTMCell` and is the
+reference the fused path is tested against.
 """
 
 import tensorflow as tf
 
+from lstm_ctl.core import layer as layer_lib
 from lstm_ctl.core.state import LSTMState
 
 
@@ -34,29 +36,21 @@ def _apply_mask(mask_t, h_prev, c_prev, h_new, c_new):
     return h, c, tf.where(m, h_new, tf.zeros_like(h_new))
 
 
-def layer_sequence(xproj, state, recurrent_kernel, reset=None, init=None,
-                   mask=None, recurrent_dropout_mask=None):
-    """Runs one layer given its input projection for every step.
-
-    Args:
-      xproj: `[T, B, 4H]`, `x_t @ kernel + bias` for every step.
-      state: `LSTMState` `[B, H]` before the first step.
-      recurrent_kernel: `[H, 4H]`.
-      reset: optional bool `[T, B]`; where True the state is replaced by
-        `init` before step t.
-      init: `LSTMState` `[B, H]` that a reset restores.
-      mask: optional bool `[T, B]`; where False the state passes through and
-        the output is zero.
-      recurrent_dropout_mask: optional `[B, H]` multiplied into `h` before
-        `h @ recurrent_kernel`.
-
-    Returns:
-      `(outputs [T, B, H], final LSTMState)`.
-    """
-    steps = tf.shape(xproj)[0]
-    compute, dtype = xproj.dtype, state.h.dtype
-    rdp = (None if recurrent_dropout_mask is None
-           else tf.cast(recurrent_dropout_mask, dtype))
+def layer_sequence(cell, inputs, training=True):
+    """One layer with `cell`'s weights on `inputs` (a `LayerInputs`), the
+    contract of `core/layer.py`: the input projection of every step as one
+    matmul, then one `h @ recurrent_kernel` per step in a `tf.while_loop`.
+    Returns `(outputs [T, B, H], final LSTMState)`. `training` changes
+    nothing here (the dropout masks are inputs)."""
+    del training
+    x, state, reset, init, mask, rdp = inputs
+    kernel, recurrent_kernel, bias = layer_lib.weights(cell, x.dtype)
+    shape = tf.shape(x)
+    xproj = tf.reshape(tf.matmul(tf.reshape(x, [-1, shape[2]]), kernel)
+                       + bias, [shape[0], shape[1], -1])  # [T, B, 4H]
+    steps = shape[0]
+    compute, dtype = x.dtype, state.h.dtype
+    rdp = None if rdp is None else tf.cast(rdp, dtype)
     outputs = tf.TensorArray(compute, size=steps,
                              element_shape=state.h.shape)
 
@@ -79,48 +73,35 @@ def layer_sequence(xproj, state, recurrent_kernel, reset=None, init=None,
     return outputs.stack(), LSTMState(h, c)
 
 
-def cell_sequence(cells, x, state, reset=None, init=None, mask=None,
-                  dropout_masks=None, recurrent_dropout_masks=None):
-    """Reference path: steps every `LSTMCell` of the stack at each timestep.
-
-    `x` is `[T, B, D]`; `state`/`init` are tuples of `LSTMState`; masks as in
-    `layer_sequence`; dropout masks are per-layer lists (or None). Returns
-    `(top-layer outputs [T, B, H], final state)`. The cells compute in the
-    compute dtype (`x`'s); the state between steps keeps its own dtype.
-    """
+def cell_layer_sequence(cell, inputs, training=True):
+    """The reference: steps the `keras.layers.LSTMCell` itself (Keras's own
+    gate code) at each timestep of `inputs` (a `LayerInputs`), the contract
+    of `core/layer.py`. The cell computes in the compute dtype (`x`'s); the
+    state between steps keeps its own dtype. `training` changes nothing
+    here (the dropout masks are inputs)."""
+    del training
+    x, state, reset, init, mask, rdp = inputs
     steps = tf.shape(x)[0]
-    num_layers = len(cells)
     outputs = tf.TensorArray(x.dtype, size=steps,
-                             element_shape=state[-1].h.shape)
-    flat = [t for s in state for t in s]
+                             element_shape=state.h.shape)
 
-    def body(t, outputs, *flat):
-        inp = x[t]
-        new_flat = []
-        for i, cell in enumerate(cells):
-            h, c = flat[2 * i], flat[2 * i + 1]
-            if reset is not None:
-                h, c = _apply_reset(reset[t], init[i], h, c)
-            if dropout_masks is not None:
-                inp = inp * dropout_masks[i]
-            h_in = tf.cast(h, x.dtype)
-            if recurrent_dropout_masks is not None:
-                h_in = h_in * recurrent_dropout_masks[i]
-            # Recurrent dropout only touches h on its way into the recurrent
-            # matmul, as in LSTMCell, so applying it beforehand is the same.
-            h_new, (_, c_new) = cell.call(inp, [h_in, tf.cast(c, x.dtype)],
-                                          training=False)
-            h_new, c_new = tf.cast(h_new, h.dtype), tf.cast(c_new, c.dtype)
-            out = h_new
-            if mask is not None:
-                h_new, c_new, out = _apply_mask(mask[t], h, c, h_new, c_new)
-            new_flat += [h_new, c_new]
-            inp = tf.cast(out, x.dtype)
-        return (t + 1, outputs.write(t, inp), *new_flat)
+    def body(t, h, c, outputs):
+        if reset is not None:
+            h, c = _apply_reset(reset[t], init, h, c)
+        h_in = tf.cast(h, x.dtype)
+        if rdp is not None:
+            h_in = h_in * tf.cast(rdp, x.dtype)
+        # Recurrent dropout only touches h on its way into the recurrent
+        # matmul, as in LSTMCell, so applying it beforehand is the same.
+        h_new, (_, c_new) = cell.call(x[t], [h_in, tf.cast(c, x.dtype)],
+                                      training=False)
+        h_new, c_new = tf.cast(h_new, h.dtype), tf.cast(c_new, c.dtype)
+        out = h_new
+        if mask is not None:
+            h_new, c_new, out = _apply_mask(mask[t], h, c, h_new, c_new)
+        return t + 1, h_new, c_new, outputs.write(t, tf.cast(out, x.dtype))
 
-    result = tf.while_loop(lambda t, *_: t < steps, body,
-                           (tf.constant(0), outputs, *flat),
-                           maximum_iterations=steps)
-    final = tuple(LSTMState(result[2 + 2 * i], result[3 + 2 * i])
-                  for i in range(num_layers))
-    return result[1].stack(), final
+    _, h, c, outputs = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), state.h, state.c,
+                                        outputs), maximum_iterations=steps)
+    return outputs.stack(), LSTMState(h, c)

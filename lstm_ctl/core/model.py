@@ -15,6 +15,7 @@ import tensorflow as tf
 from lstm_ctl.core import checks
 from lstm_ctl.core import fitting as fitting_lib
 from lstm_ctl.core import fused
+from lstm_ctl.core import layer as layer_lib
 from lstm_ctl.core import loop
 from lstm_ctl.core import state as state_lib
 from lstm_ctl.core import stateful as stateful_lib
@@ -231,11 +232,6 @@ class LSTMModel(keras.Model):
         x = tf.convert_to_tensor(inputs)
         return tf.cast(x, self.compute_dtype) if x.dtype.is_floating else x
 
-    def _kernels(self, cell):
-        """`cell`'s kernel, recurrent kernel and bias in the compute dtype."""
-        return tuple(tf.cast(v, self.compute_dtype) for v in (
-            cell.kernel, cell.recurrent_kernel, cell.bias))
-
     def _run(self, x, state, reset, mask, training):
         """The time loop on `x [B, T, D]`; returns outputs `[B, T, O]`."""
         batch = tf.shape(x)[0]
@@ -245,30 +241,19 @@ class LSTMModel(keras.Model):
         init = self.initial_state(batch) if reset is not None else None
         dp, rdp = self._dropout_masks(x, training)
 
-        if self.implementation == "cell":
-            seq, final_state = loop.cell_sequence(
-                self.cells, x_tm, state, reset_tm, init, mask_tm, dp, rdp)
-        else:
-            final = []
-            seq = x_tm
-            for i, cell in enumerate(self.cells):
-                if dp is not None:
-                    seq = seq * dp[i]
-                options = dict(reset=reset_tm, mask=mask_tm,
-                               init=None if init is None else init[i],
-                               recurrent_dropout_mask=None if rdp is None
-                               else rdp[i])
-                kernel, recurrent_kernel, bias = self._kernels(cell)
-                if self.implementation == "fused":
-                    seq, layer_final = fused.layer_sequence(
-                        seq, kernel, recurrent_kernel, bias, state[i],
-                        training=training, **options)
-                else:
-                    xproj = fused.project(seq, kernel, bias)
-                    seq, layer_final = loop.layer_sequence(
-                        xproj, state[i], recurrent_kernel, **options)
-                final.append(layer_final)
-            final_state = tuple(final)
+        layer_sequence = {"fused": fused.layer_sequence,
+                          "loop": loop.layer_sequence,
+                          "cell": loop.cell_layer_sequence}[
+                              self.implementation]
+        final, seq = [], x_tm
+        for i, cell in enumerate(self.cells):
+            if dp is not None:
+                seq = seq * dp[i]
+            seq, layer_final = layer_sequence(cell, layer_lib.LayerInputs(
+                seq, state[i], reset_tm, None if init is None else init[i],
+                mask_tm, None if rdp is None else rdp[i]), training)
+            final.append(layer_final)
+        final_state = tuple(final)
 
         outputs = seq if self.head is None else self.head(seq)
         outputs = tf.cast(outputs, self.state_dtype)
@@ -333,7 +318,8 @@ class LSTMModel(keras.Model):
             state = self.initial_state(batch)
         inp, next_state = x_t, []
         for cell, layer_state in zip(self.cells, state):
-            kernel, recurrent_kernel, bias = self._kernels(cell)
+            kernel, recurrent_kernel, bias = layer_lib.weights(
+                cell, self.compute_dtype)
             if self.implementation == "fused":  # one XLA program per layer
                 h, c = fused.cell_step(inp, kernel, recurrent_kernel, bias,
                                        layer_state.h, layer_state.c)

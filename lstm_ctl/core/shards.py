@@ -53,58 +53,44 @@ def shard_counts():
     return counts
 
 
-def run(layer, x, state, reset, init, mask, recurrent_dropout_mask,
-        **fixed):
-    """`layer(x, state, reset, init, mask, recurrent_dropout_mask, **fixed)`
-    on the most shards of at least MIN_SHARD_ROWS rows that `shard_counts`
-    allows, joined again: `(outputs [T, B, H], final LSTMState)`.
+def run(layer, inputs, **fixed):
+    """`layer(inputs, **fixed)` on the most shards of at least
+    MIN_SHARD_ROWS rows that `shard_counts` allows, joined again:
+    `(outputs [T, B, H], final LSTMState)`. `inputs`: a `LayerInputs`.
 
     The count is chosen when tracing if the batch size is known then, else
     at run time (`tf.switch_case`). `fixed` (kernels, flags) goes to every
     shard whole.
     """
-    args = (layer, x, state, reset, init, mask, recurrent_dropout_mask)
     counts = shard_counts()
-    batch = x.shape[1]
+    batch = inputs.x.shape[1]
     if batch is not None or len(counts) == 1:
         fit = [n for n in counts if n * MIN_SHARD_ROWS <= (batch or 0)]
-        return _sharded(fit[-1] if fit else 1, *args, **fixed)
+        return _sharded(fit[-1] if fit else 1, layer, inputs, **fixed)
     branch = tf.reduce_sum(tf.cast(
-        tf.constant(counts[1:]) * MIN_SHARD_ROWS <= tf.shape(x)[1], tf.int32))
+        tf.constant(counts[1:]) * MIN_SHARD_ROWS <= tf.shape(inputs.x)[1],
+        tf.int32))
     # Each branch is a function of its own: a gradient through a branch
     # cannot reach the tensors that `tf.custom_gradient` keeps inside it.
-    branches = [tf.function(lambda n=n: _sharded(n, *args, **fixed),
+    branches = [tf.function(lambda n=n: _sharded(n, layer, inputs, **fixed),
                             autograph=False) for n in counts]
     return tf.switch_case(branch, branches)
 
 
-def _sharded(shards, layer, x, state, reset, init, mask,
-             recurrent_dropout_mask, **fixed):
+def _sharded(shards, layer, inputs, **fixed):
     """`layer` on `shards` even slices of the batch, joined again."""
     if shards == 1:
-        return layer(x, state, reset, init, mask, recurrent_dropout_mask,
-                     **fixed)
-    batch = x.shape[1]
+        return layer(inputs, **fixed)
+    batch = inputs.x.shape[1]
     if batch is not None:
         sizes = [batch // shards + (i < batch % shards) for i in range(shards)]
     else:
-        batch = tf.shape(x)[1]
+        batch = tf.shape(inputs.x)[1]
         sizes = batch // shards + tf.cast(tf.range(shards) < batch % shards,
                                           batch.dtype)
-
-    def split(tensor, axis):
-        return (tf.split(tensor, sizes, axis, num=shards) if tensor is not None
-                else [None] * shards)
-
-    pieces = zip(split(x, 1), split(state.h, 0), split(state.c, 0),
-                 split(reset, 1), split(None if init is None else init.h, 0),
-                 split(None if init is None else init.c, 0), split(mask, 1),
-                 split(recurrent_dropout_mask, 0))
     outs, hs, cs = [], [], []
-    for x_s, h_s, c_s, reset_s, ih_s, ic_s, mask_s, rdp_s in pieces:
-        init_s = None if init is None else LSTMState(ih_s, ic_s)
-        out, final = layer(x_s, LSTMState(h_s, c_s), reset_s, init_s, mask_s,
-                           rdp_s, **fixed)
+    for piece in inputs.split(sizes, shards):
+        out, final = layer(piece, **fixed)
         outs.append(out)
         hs.append(final.h)
         cs.append(final.c)

@@ -172,9 +172,9 @@ def test_batch_shards_match_the_reference(monkeypatch, batch_known):
     shard_rows = []  # traced shard sizes
     calls = tf.Variable(0)  # shards that ran (counted at run time)
     layer = fused._layer
-    monkeypatch.setattr(fused, "_layer", lambda x, *a, **k: (
-        shard_rows.append(x.shape[1]), calls.assign_add(1),
-        layer(x, *a, **k))[2])
+    monkeypatch.setattr(fused, "_layer", lambda inputs, **k: (
+        shard_rows.append(inputs.x.shape[1]), calls.assign_add(1),
+        layer(inputs, **k))[2])
     ref, fast = build_pair("fused", initial_state_mode="learned",
                            dropout=0.3, recurrent_dropout=0.3)
     # Unknown batch: 4 shards and 1 shard picked at run time from the same
