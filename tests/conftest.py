@@ -69,7 +69,7 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
     import json
     from lstm_ctl import config as config_lib
     from lstm_ctl.data import tasks
-    from lstm_ctl.data.units import served_task
+    from lstm_ctl.data.task_classes import from_run
     from lstm_ctl.run import builders, checkpoints
     data = (config_lib.DataConfig(seq_len=5, batch_size=2, seed=seed)
             if vocab is None
@@ -93,7 +93,7 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
     if norm is not None:
         with open(os.path.join(model_dir, tasks.NORM_FILE), "w") as f:
             json.dump(norm, f)
-    model = builders.build_model(config, served_task(config, model_dir))
+    model = builders.build_model(config, from_run(config, model_dir))
     rng = np.random.default_rng(seed)
     for v in model.weights:
         v.assign(0.5 * rng.standard_normal(v.shape).astype(np.float32))

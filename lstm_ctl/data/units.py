@@ -6,18 +6,15 @@ they are, text characters in and next-character probabilities out (the
 run's vocab.json). A csv run trained on the changes of its targets still
 speaks levels: each row's target columns become changes against the level
 before them (the stream's last known level, which the server keeps), and
-forecast changes are summed back onto the row's level. Everything is
-rebuilt from the run dir's config.json and task files, without reading the
-training data. No TensorFlow here.
+forecast changes are summed back onto the row's level. The task itself
+comes from the run dir (`task_classes.from_run`). No TensorFlow here.
 """
 
 import math
-import os
 
 import numpy as np
 
-from lstm_ctl.data import tasks, transforms
-from lstm_ctl.data.readers import read_json
+from lstm_ctl.data import transforms
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -26,51 +23,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class UnitsError(ValueError):
     """A request's rows are not in the served task's units; the message
     says what was expected."""
-
-
-def served_task(config, model_dir):
-    """The task of a run (a `tasks.SineTask`, `TextTask` or `CsvTask`),
-    from config.json and its saved task files (vocab.json for text,
-    normalization.json for csv)."""
-    d = getattr(config, "data", config)
-    if d.task == "sine":
-        return tasks.SineTask()
-    if d.task == "text":
-        path = os.path.join(model_dir, tasks.VOCAB_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: a text run dir holds the vocabulary "
-                "train.py saved; serving needs it to map characters.")
-        vocab = read_json(path)
-        return tasks.TextTask(vocab)
-    if d.task == "csv":
-        path = os.path.join(model_dir, tasks.NORM_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: a csv run dir holds the normalisation "
-                "train.py saved; serving needs it to read data units.")
-        norm = read_json(path)
-        transform = norm.get("transform", "levels")
-        inputs, targets = list(d.input_columns), list(d.target_columns)
-        unseen = [c for c in targets if c not in inputs]
-        if transform != "levels" and unseen:
-            raise ValueError(
-                f"{model_dir} was trained on the changes of its targets "
-                f"(--target_transform={transform}), and target column(s) "
-                f"{unseen} are not input columns: a request row would not "
-                "hold their levels to sum the forecast changes onto. Train "
-                "with the targets among --input_columns, or with "
-                "--target_transform=levels, to serve it.")
-        columns = inputs + [c for c in targets if c not in inputs]
-        if norm["columns"] != columns:
-            raise ValueError(
-                f"{path} has columns {norm['columns']} but config.json "
-                f"names inputs {inputs} and targets {targets}.")
-        return tasks.CsvTask(inputs, targets,
-                             norm=dict(norm, targets=[columns.index(c)
-                                                      for c in targets]),
-                             transform=transform)
-    raise ValueError(f"unknown task {d.task!r}")
 
 
 class Units:

@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from lstm_ctl import config as config_lib
+from lstm_ctl.data import task_classes
 from lstm_ctl.data import units as units_lib
 from lstm_ctl.run import checkpoints
 from lstm_ctl.run.builders import build_model
@@ -56,7 +57,7 @@ def resolve_checkpoint(model_dir, checkpoint="latest"):
 def load(model_dir, checkpoint="latest"):
     """The model of `model_dir` with the weights of `checkpoint`."""
     config = config_lib.load(model_dir)
-    task = units_lib.served_task(config, model_dir)
+    task = task_classes.from_run(config, model_dir)
     model = build_model(config, task)
     path = resolve_checkpoint(model_dir, checkpoint)
     checkpoints.restore_model(model, path, model_dir)

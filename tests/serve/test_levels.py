@@ -316,14 +316,15 @@ def test_units_of_a_changes_run_turn_target_columns_into_changes(tmp_path):
     import json
     from lstm_ctl import config as config_lib
     from lstm_ctl.data import tasks
-    from lstm_ctl.data.units import Units, served_task
+    from lstm_ctl.data.task_classes import from_run
+    from lstm_ctl.data.units import Units
     with open(tmp_path / tasks.NORM_FILE, "w") as f:
         json.dump({"columns": ["a", "b", "c"], "mean": [1.0, 2.0, 3.0],
                    "std": [2.0, 4.0, 8.0], "transform": "changes"}, f)
     data = config_lib.DataConfig(task="csv", csv_file="x.csv",
                                  input_columns=("a", "b", "c"),
                                  target_columns=("c", "a"))
-    units = Units(served_task(data, str(tmp_path)))
+    units = Units(from_run(data, str(tmp_path)))
     assert units.level_dim == 2
     rows = [[3, 10, 11], [5, 14, 27]]
     # a: a change (0 at the first row), b: a level, c: a change.
@@ -343,4 +344,4 @@ def test_units_of_a_changes_run_turn_target_columns_into_changes(tmp_path):
                                   target_columns=("c", "a"))
     with pytest.raises(ValueError, match=r"target column\(s\) \['c'\] are "
                                          r"not input columns"):
-        served_task(apart, str(tmp_path))
+        from_run(apart, str(tmp_path))

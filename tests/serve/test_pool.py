@@ -13,7 +13,8 @@ import tensorflow as tf
 from lstm_ctl.core.model import LSTMModel
 from lstm_ctl.core.state import LSTMState
 from lstm_ctl.data import tasks
-from lstm_ctl.data.units import Units, UnitsError, served_task
+from lstm_ctl.data.task_classes import from_run
+from lstm_ctl.data.units import Units, UnitsError
 from lstm_ctl.serve import loading
 from lstm_ctl.serve.pool import PoolFullError, StatePool, UnknownStreamError
 from helpers import offline_many
@@ -292,7 +293,7 @@ def test_units_of_csv_and_text_runs(tmp_path):
     with open(tmp_path / tasks.NORM_FILE, "w") as f:
         json.dump({"columns": ["a", "b", "c"], "mean": [1.0, 2.0, 3.0],
                    "std": [2.0, 4.0, 8.0]}, f)
-    units = Units(served_task(csv, str(tmp_path)))
+    units = Units(from_run(csv, str(tmp_path)))
     np.testing.assert_allclose(units.encode([[3, 6], [1.0, 2]]),
                                [[1, 1], [0, 0]])
     np.testing.assert_allclose(units.decode([[1.0, -1.0]]), [[6.0, -5.0]])
@@ -305,10 +306,10 @@ def test_units_of_csv_and_text_runs(tmp_path):
         units.encode([[1, "x"]])
     text = config_lib.DataConfig(task="text", text_file="t.txt")
     with pytest.raises(FileNotFoundError, match="vocab.json not found"):
-        served_task(text, str(tmp_path))
+        from_run(text, str(tmp_path))
     with open(tmp_path / tasks.VOCAB_FILE, "w") as f:
         json.dump(["a", "b", "c"], f)
-    units = Units(served_task(text, str(tmp_path)))
+    units = Units(from_run(text, str(tmp_path)))
     np.testing.assert_array_equal(units.encode("ca"), [[0, 0, 1], [1, 0, 0]])
     np.testing.assert_array_equal(units.encode(["c", ["a"]]),
                                   [[0, 0, 1], [1, 0, 0]])
