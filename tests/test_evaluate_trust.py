@@ -252,6 +252,7 @@ def test_sample_seed_and_prime_checked_first(tmp_path):
     assert ("--prime has characters that are not in the model's "
             "vocabulary: ['z']") in err
     assert not os.path.exists(os.path.join(run, "eval"))  # nothing ran
-    assert sample("--seed=1") == sample("--seed=1")
-    assert sample("--seed=1") != sample("--seed=2")
+    seed1 = sample("--seed=1")
+    assert seed1 == sample("--seed=1")
+    assert seed1 != sample("--seed=2")
     assert sample() == sample(f"--seed={config.seed}")   # the run's seed

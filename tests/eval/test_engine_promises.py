@@ -186,12 +186,21 @@ class BesideClock:
 
 def test_watch_follows_a_run_beside_it_and_skips_a_deleted_checkpoint(
         tmp_path, monkeypatch):
-    config = train_run(tmp_path, DataConfig(seq_len=5, batch_size=2),
-                       max_to_keep=2)
+    # One trainer goes on beside the watcher, as a train.py process would
+    # (one traced train step, not one per stretch of training).
+    config = TrainConfig(model_dir=str(tmp_path / "run"),
+                         model=ModelConfig(units=8),
+                         data=DataConfig(seq_len=5, batch_size=2),
+                         train_steps=2, log_every=1, checkpoint_every=2,
+                         lr_schedule="constant", max_to_keep=2)
+    run_beside = trainer.Trainer(config, out=io.StringIO())
 
     def train_to(steps):
-        trainer.train(dataclasses.replace(config, train_steps=steps),
-                      out=io.StringIO())
+        run_beside.config = dataclasses.replace(run_beside.config,
+                                                train_steps=steps)
+        assert run_beside.run()["step"] == steps
+
+    train_to(2)
 
     def beside(sleeps):
         if sleeps == 1:       # two checkpoints while the watcher sleeps

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -102,12 +103,22 @@ def test_tensorboard_events_hold_every_tag(tmp_path):
     assert "_hparams_/session_start_info" in tags
 
 
-def test_checkpoint_holds_model_optimizer_step_state_and_data(tmp_path):
-    config = tiny_config(tmp_path, train_steps=3)
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """One tiny run of 4 steps with the plain (not XLA-compiled) step, and
+    its trainer, that the checkpoint, resume and jit tests read (a run's
+    trainer traces its own step: one run instead of three). Tests that
+    would change it work on a copy of its dir."""
+    config = tiny_config(tmp_path_factory.mktemp("plain"), train_steps=4,
+                         jit_compile=False)
     t = trainer.Trainer(config, out=io.StringIO())
-    t.run()
+    return config, t, t.run()
+
+
+def test_checkpoint_holds_model_optimizer_step_state_and_data(plain_run):
+    config, t, _ = plain_run
     latest = checkpoints.latest_checkpoint(config.model_dir)
-    assert latest.endswith("ckpt-3")
+    assert latest.endswith("ckpt-4")
     keys = {k for k, _ in tf.train.list_variables(latest)}
     assert any(k.startswith("step/") for k in keys)
     assert any(k.startswith("state/h/0") for k in keys)
@@ -120,7 +131,7 @@ def test_checkpoint_holds_model_optimizer_step_state_and_data(tmp_path):
     # A new trainer on the same dir restores all of it.
     resumed = trainer.Trainer(config, out=io.StringIO())
     resumed.restore()
-    assert int(resumed.step) == 3
+    assert int(resumed.step) == 4
     for a, b in zip(t.model.weights, resumed.model.weights):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(t.optimizer.variables, resumed.optimizer.variables):
@@ -131,9 +142,9 @@ def test_checkpoint_holds_model_optimizer_step_state_and_data(tmp_path):
                                   next(t.iterator)["inputs"])
 
 
-def test_resume_refuses_other_settings(tmp_path):
-    config = tiny_config(tmp_path, train_steps=2)
-    trainer.train(config, out=io.StringIO())
+def test_resume_refuses_other_settings(tmp_path, plain_run):
+    shutil.copytree(plain_run[0].model_dir, tmp_path / "run")
+    config = tiny_config(tmp_path, train_steps=4, jit_compile=False)
     other = dataclasses.replace(config, model=ModelConfig(units=32))
     with pytest.raises(ValueError, match=r"holds checkpoints of a run with "
                                          r"other settings: model\.units: "
@@ -153,16 +164,15 @@ def test_resume_refuses_other_settings(tmp_path):
             trainer.Trainer(dataclasses.replace(config, **change),
                             out=io.StringIO())
     # More steps is fine: it resumes.
-    longer = dataclasses.replace(config, train_steps=4)
+    longer = dataclasses.replace(config, train_steps=6)
     out = io.StringIO()
     result = trainer.train(longer, out=out)
     assert result["steps_run"] == 2 and "Resuming from" in out.getvalue()
 
 
-def test_jit_compiled_step_matches_the_plain_step(tmp_path):
-    results = [trainer.train(tiny_config(tmp_path, name=f"jit{jit}",
-                                         train_steps=4, jit_compile=jit),
-                             out=io.StringIO())
-               for jit in (False, True)]
-    np.testing.assert_allclose(results[1]["losses"], results[0]["losses"],
-                               rtol=1e-4)
+def test_jit_compiled_step_matches_the_plain_step(tmp_path, plain_run):
+    jit = trainer.train(tiny_config(tmp_path, name="jit", train_steps=4,
+                                    jit_compile=True), out=io.StringIO())
+    plain = plain_run[2]
+    assert len(plain["losses"]) == 4
+    np.testing.assert_allclose(jit["losses"], plain["losses"], rtol=1e-4)
