@@ -156,6 +156,17 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)   # stable: the rest keeps its order
 
 
+def pytest_collection_finish(session):
+    """What is alive after collection (TensorFlow, Keras, the test
+    modules: about 350,000 objects that live as long as the process) moves
+    out of the collector's sight: a full collection then walks only what
+    the tests made since, and `_collect_after_module`'s gc.collect() drops
+    from about 0.2 s of CPU to next to nothing, while still freeing every
+    cycle that a module's tests left."""
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):   # pytest-xdist
         config.option.loadscopereorder = False
