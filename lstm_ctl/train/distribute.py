@@ -84,8 +84,12 @@ def replica_rows(tensors):
     replicas, index = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
 
     def rows(t):
-        per = tf.shape(t)[0] // replicas
-        return t[index * per:(index + 1) * per]
+        if t.shape[0] is None:
+            per = tf.shape(t)[0] // replicas
+            return t[index * per:(index + 1) * per]
+        per = t.shape[0] // replicas   # known when tracing: keep it known
+        return tf.ensure_shape(t[index * per:(index + 1) * per],
+                               [per, *t.shape[1:]])
 
     return tf.nest.map_structure(rows, tensors)
 

@@ -16,18 +16,24 @@ from lstm_ctl.train import distribute
 
 
 def make_train_step(model, optimizer, task, strategy, policy, clip_norm,
-                    jit_compile=False, on_trace=None):
+                    jit_compile=False, on_trace=None, batch_size=None):
     """The compiled train step `(batch, state, force_reset) -> (metrics,
     final state, gradients)`: the policy's start state, the forward pass
     and loss per replica, the all-reduced and clipped gradients applied when
     finite, and what the policy keeps. `on_trace()` is called at each
-    trace (the tests count them)."""
+    trace (the tests count them). `batch_size`: the global batch, fixed in
+    the signature (every pipeline drops a partial last batch), so that the
+    layers cut it into shards when tracing (`core/shards.py`) instead of
+    tracing every shard count for a choice at run time."""
     batch_spec, state_spec = batch_signature(task, model)
     # --precision=mixed_float16: gradients of the scaled loss, unscaled
     # for clipping; the optimizer skips overflowing steps and lowers its
     # scale (then only a non-finite loss stops training).
     scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     batch_spec = policy.signature(batch_spec)
+    if batch_size:   # every key's first axis is the batch
+        batch_spec = {k: tf.TensorSpec([batch_size, *s.shape[1:]], s.dtype)
+                      for k, s in batch_spec.items()}
 
     def replica_fn(batch, state, global_count):
         batch, state = distribute.replica_rows((batch, state))

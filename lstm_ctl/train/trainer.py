@@ -128,7 +128,7 @@ class Trainer:
         self.train_step = step_lib.make_train_step(
             self.model, self.optimizer, self.task, self.strategy,
             self.policy, config.clip_norm, config.jit_compile,
-            on_trace=self._count_trace)
+            on_trace=self._count_trace, batch_size=config.data.batch_size)
         self.eval_every = config_lib.eval_every(config)
         self.validation = None  # built in run(), after the restore
         self.early_stopped = False

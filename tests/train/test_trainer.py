@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator)
 
 from lstm_ctl.run import checkpoints
+from lstm_ctl.train import step as step_lib
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig
 from helpers import TINY_UNITS, frozen_trainer, tiny_config
@@ -64,18 +65,41 @@ def test_carry_beats_reset_on_sine(tmp_path):
     assert carry < results["carry"]["baseline_loss"]
 
 
-def test_train_step_traces_once_for_new_batch_sizes_and_lengths(tmp_path):
+def _step_batch(batch, steps):
+    x = tf.random.normal([batch, steps, 1])
+    return {"inputs": x, "targets": x,
+            "reset_mask": tf.zeros([batch, steps], tf.bool),
+            "weights": tf.ones([batch, steps])}
+
+
+def test_train_step_traces_once_for_new_lengths_and_when_asked_batch_sizes(
+        tmp_path):
+    """The trainer's step has the run's batch size in its signature (so the
+    layers shard it when tracing) and traces once for any chunk length; a
+    step built without a batch size traces once for any batch size too."""
     t = trainer.Trainer(tiny_config(tmp_path), out=io.StringIO())
-    for batch, steps in ((2, 5), (4, 5), (3, 8)):
-        x = tf.random.normal([batch, steps, 1])
-        batch_dict = {"inputs": x, "targets": x,
-                      "reset_mask": tf.zeros([batch, steps], tf.bool),
-                      "weights": tf.ones([batch, steps])}
-        metrics, state, _ = t.train_step(batch_dict, t.model.initial_state(
-            batch), tf.constant(False))
+    batch = t.config.data.batch_size
+    for steps in (5, 8, 3):
+        metrics, state, _ = t.train_step(_step_batch(batch, steps),
+                                         t.model.initial_state(batch),
+                                         tf.constant(False))
         assert state[0].h.shape == (batch, TINY_UNITS)
         assert np.isfinite(float(metrics["loss"]))
     assert t.trace_count == 1
+    with pytest.raises(TypeError, match=f"shape=\\({batch + 2}, 5, 1\\)"):
+        t.train_step(_step_batch(batch + 2, 5),
+                     t.model.initial_state(batch + 2), tf.constant(False))
+    traces = []
+    any_batch = step_lib.make_train_step(
+        t.model, t.optimizer, t.task, t.strategy, t.policy, 1.0,
+        on_trace=lambda: traces.append(1))
+    for batch, steps in ((2, 5), (4, 5), (3, 8)):
+        metrics, state, _ = any_batch(_step_batch(batch, steps),
+                                      t.model.initial_state(batch),
+                                      tf.constant(False))
+        assert state[0].h.shape == (batch, TINY_UNITS)
+        assert np.isfinite(float(metrics["loss"]))
+    assert len(traces) == 1
 
 
 def read_events(logdir):
