@@ -1,9 +1,13 @@
-"""Two serve.py processes behind a real nginx with deploy/nginx.conf on
-loopback: streams spread over both servers, each stream stays on one, every
-stream's outputs equal the offline reference; a third server added (nginx
-reloaded, deploy/move_streams.py run) takes over its share of the streams,
-which continue exactly. (A server restarted from its snapshot continues
-its streams: test_serve_signals.py.)"""
+"""Two servers behind a real nginx with deploy/nginx.conf on loopback:
+streams spread over both servers, each stream stays on one, every stream's
+outputs equal the offline reference; a third server added (nginx reloaded,
+deploy/move_streams.py run) takes over its share of the streams, which
+continue exactly. The servers are the Server that serve.py runs (app, pool,
+snapshots) on ports of 127.0.0.1, each with its own model, on threads of
+this process: what this test checks is nginx's routing by stream id and
+the move, and a serve.py process per server would only add ~6 s of
+TensorFlow's import each. (serve.py as a process, and a server restarted
+from its snapshot: test_serve_signals.py.)"""
 
 import asyncio
 import io
@@ -19,11 +23,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from lstm_ctl.config import DataConfig, ModelConfig, TrainConfig
 from lstm_ctl.serve import loading
-from lstm_ctl.train import trainer
 from helpers import offline_many
-from serve_process import ROOT, ServeProcess
+from serve_process import ROOT, ServerThread
 
 sys.path.insert(0, str(ROOT / "deploy"))
 import move_streams  # noqa: E402
@@ -84,19 +86,15 @@ async def step_all(url, x, lo, hi):
     return np.array([r[0] for r in results]), [r[1] for r in results]
 
 
-def test_two_servers_behind_nginx(tmp_path, free_port):
-    run_dir = tmp_path / "run"
-    trainer.train(TrainConfig(
-        model_dir=str(run_dir), model=ModelConfig(units=8),
-        data=DataConfig(seq_len=5, batch_size=2), train_steps=3,
-        log_every=1, checkpoint_every=3), out=io.StringIO())
-    model = loading.load(str(run_dir)).model
+def test_two_servers_behind_nginx(tmp_path, free_port, serve_run_dir):
+    run_dir = serve_run_dir   # read only: the snapshots go to tmp_path
+    model = loading.load(run_dir).model
     x = np.random.default_rng(0).uniform(-1, 1, (STREAMS, 18, 1))
     want = offline_many(model, [(None, x[i]) for i in range(STREAMS)])
 
     ports = [free_port() for _ in range(4)]
-    backends = [ServeProcess(run_dir, tmp_path / f"snap{k}", ports[k + 1])
-                for k in range(2)]
+    backends = [ServerThread(loading.load(run_dir), tmp_path / f"snap{k}",
+                             ports[k + 1]) for k in range(2)]
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     nginx = subprocess.Popen(
@@ -136,7 +134,8 @@ def test_two_servers_behind_nginx(tmp_path, free_port):
 
         # A third server joins: nginx reloads with it, the streams that now
         # hash to it move there, and every stream continues exactly.
-        backends.append(ServeProcess(run_dir, tmp_path / "snap2", ports[3]))
+        backends.append(ServerThread(loading.load(run_dir),
+                                     tmp_path / "snap2", ports[3]))
         nginx_conf(ports[0], ports[1:], prefix)
         nginx.send_signal(signal.SIGHUP)
         time.sleep(2)  # the new workers take over
@@ -155,5 +154,4 @@ def test_two_servers_behind_nginx(tmp_path, free_port):
         nginx.send_signal(signal.SIGQUIT)
         nginx.communicate(timeout=30)
         for b in backends:
-            if b.proc.poll() is None:
-                b.stop(signal.SIGTERM)
+            b.close()
