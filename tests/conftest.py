@@ -138,14 +138,25 @@ def make_run_dir():
     return _make_run_dir
 
 
-# The longest modules first: `make test` hands whole modules to the two
-# workers (--dist loadfile), and one of these started last would run alone
-# at the end while the other worker idles. pytest-xdist would order the
-# modules by their number of tests (a one-test e2e module last); here they
-# go in collection order, this order.
-LONGEST_FIRST = ("e2e/test_kill.py", "train/test_distribute.py",
-                 "e2e/test_serve_nginx.py", "e2e/test_multi_worker.py",
-                 "e2e/test_serve_signals.py", "train/test_trainer.py")
+# The longest modules first, by their wall time in a cold-cache run (about
+# 9 s or more; the rest follow in collection order): `make test` hands
+# whole modules to the two workers (--dist loadfile), and a long one started
+# last would run alone at the end while the other worker idles. The two
+# that start processes go first. pytest-xdist would order the modules by
+# their number of tests (a one-test e2e module last); here they go in this
+# order.
+LONGEST_FIRST = (
+    "e2e/test_kill.py", "e2e/test_multi_worker.py", "core/test_fitting.py",
+    "train/test_distribute.py", "train/test_trainer.py", "core/test_fused.py",
+    "core/test_precision.py", "train/test_reliability.py",
+    "e2e/test_serve_signals.py", "eval/test_forecast.py",
+    "test_evaluate_trust.py", "core/test_model.py", "eval/test_engine.py",
+    "eval/test_engine_promises.py", "train/test_trainer_promises.py",
+    "serve/test_export.py", "train/test_signals.py",
+    "core/test_tape_forward.py", "core/test_model_promises.py",
+    "train/test_state_policy.py", "test_data_py.py", "data/test_readers.py",
+    "data/test_readers_formats.py", "test_evaluate_py.py",
+    "data/test_transform.py")
 
 
 def pytest_collection_modifyitems(items):
