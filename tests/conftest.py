@@ -37,11 +37,14 @@ os.environ.setdefault("XLA_FLAGS", " ".join([
 # core): batch shards and MirroredStrategy's replicas run on those.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+def _start_tensorflow():
+    """The CPU split into two logical devices, before TensorFlow uses it;
+    in every process that runs tests (pytest_configure below)."""
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 import gc  # noqa: E402
@@ -67,6 +70,7 @@ def _make_run_dir(model_dir, units=8, num_layers=2, step=7, seed=0,
     normalization.json `norm` (its columns the inputs, the last one the
     target; its "transform" the run's --target_transform)."""
     import json
+    import tensorflow as tf
     from lstm_ctl import config as config_lib
     from lstm_ctl.data import tasks
     from lstm_ctl.data.task_classes import from_run
@@ -179,5 +183,11 @@ def pytest_collection_finish(session):
 
 
 def pytest_configure(config):
+    # The xdist controller (`make test`: -n 2) only hands out modules and
+    # collects reports: it does not start TensorFlow (about 6 s before the
+    # workers could start); the workers and a run without -n do.
+    if not getattr(config.option, "numprocesses", None) or hasattr(
+            config, "workerinput"):
+        _start_tensorflow()
     if hasattr(config.option, "loadscopereorder"):   # pytest-xdist
         config.option.loadscopereorder = False
