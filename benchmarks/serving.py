@@ -52,12 +52,12 @@ def make_run_dir(path, units, layers):
     import numpy as np
     import tensorflow as tf
     from lstm_ctl import config as config_lib
-    from lstm_ctl.data.units import served_task
+    from lstm_ctl.data.task_classes import from_run
     from lstm_ctl.run import builders, checkpoints
     config = config_lib.TrainConfig(
         model_dir=path, model=config_lib.ModelConfig(units=units,
                                                      num_layers=layers))
-    model = builders.build_model(config, served_task(config, path))
+    model = builders.build_model(config, from_run(config, path))
     rng = np.random.default_rng(0)
     for v in model.weights:
         v.assign(0.1 * rng.standard_normal(v.shape).astype(np.float32))

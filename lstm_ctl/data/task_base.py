@@ -10,6 +10,7 @@ import numpy as np
 
 from lstm_ctl import files
 from lstm_ctl.data import transforms
+from lstm_ctl.data.readers import read_json
 
 VOCAB_FILE = "vocab.json"
 NORM_FILE = "normalization.json"
@@ -153,6 +154,17 @@ class Task:
              transforms.step_levels(self, s, reset[:n], a)[:, c])]
 
     # ------------------------------------------------------------ files
+    @staticmethod
+    def _saved(model_dir, name, holds, needs):
+        """The JSON file `name` that `save` wrote in `model_dir`; a clear
+        error when it is missing."""
+        path = os.path.join(model_dir, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} not found: a run dir holds the {holds} train.py "
+                f"saved; serving needs it to {needs}.")
+        return read_json(path)
+
     @classmethod
     def from_run(cls, data, model_dir):
         """This task of a run, from its DataConfig `data` and the files

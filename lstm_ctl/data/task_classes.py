@@ -28,7 +28,6 @@ from typing import List, Optional
 import numpy as np
 
 from lstm_ctl import files
-from lstm_ctl.data.readers import read_json
 from lstm_ctl.data.task_base import (  # noqa: F401
     NORM_FILE, STREAMS_FILE, VOCAB_FILE, Task, _fmt)
 
@@ -146,12 +145,8 @@ class TextTask(Task):
 
     @classmethod
     def from_run(cls, data, model_dir):
-        path = os.path.join(model_dir, VOCAB_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: a text run dir holds the vocabulary "
-                "train.py saved; serving needs it to map characters.")
-        return cls(read_json(path))
+        return cls(cls._saved(model_dir, VOCAB_FILE, "vocabulary",
+                              "map characters"))
 
 
 @dataclasses.dataclass
@@ -226,12 +221,8 @@ class CsvTask(Task):
 
     @classmethod
     def from_run(cls, data, model_dir):
-        path = os.path.join(model_dir, NORM_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"{path} not found: a csv run dir holds the normalisation "
-                "train.py saved; serving needs it to read data units.")
-        norm = read_json(path)
+        norm = cls._saved(model_dir, NORM_FILE, "normalisation",
+                          "read data units")
         transform = norm.get("transform", "levels")
         inputs, targets = list(data.input_columns), list(data.target_columns)
         unseen = [c for c in targets if c not in inputs]
@@ -246,7 +237,8 @@ class CsvTask(Task):
         columns = inputs + [c for c in targets if c not in inputs]
         if norm["columns"] != columns:
             raise ValueError(
-                f"{path} has columns {norm['columns']} but config.json "
+                f"{os.path.join(model_dir, NORM_FILE)} has columns "
+                f"{norm['columns']} but config.json "
                 f"names inputs {inputs} and targets {targets}.")
         return cls(inputs, targets,
                    norm=dict(norm, targets=[columns.index(c)

@@ -22,9 +22,10 @@ def make_train_step(model, optimizer, task, strategy, policy, clip_norm,
     and loss per replica, the all-reduced and clipped gradients applied when
     finite, and what the policy keeps. `on_trace()` is called at each
     trace (the tests count them). `batch_size`: the global batch, fixed in
-    the signature (every pipeline drops a partial last batch), so that the
-    layers cut it into shards when tracing (`core/shards.py`) instead of
-    tracing every shard count for a choice at run time."""
+    the signature (the pipeline's own, static because every pipeline drops
+    a partial last batch), so that the layers cut it into shards when
+    tracing (`core/shards.py`) instead of tracing every shard count for a
+    choice at run time; None: any batch size."""
     batch_spec, state_spec = batch_signature(task, model)
     # --precision=mixed_float16: gradients of the scaled loss, unscaled
     # for clipping; the optimizer skips overflowing steps and lowers its

@@ -128,7 +128,8 @@ class Trainer:
         self.train_step = step_lib.make_train_step(
             self.model, self.optimizer, self.task, self.strategy,
             self.policy, config.clip_norm, config.jit_compile,
-            on_trace=self._count_trace, batch_size=config.data.batch_size)
+            on_trace=self._count_trace,
+            batch_size=self.dataset.element_spec["inputs"].shape[0])
         self.eval_every = config_lib.eval_every(config)
         self.validation = None  # built in run(), after the restore
         self.early_stopped = False
