@@ -39,12 +39,15 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 
 def _start_tensorflow():
-    """The CPU split into two logical devices, before TensorFlow uses it;
-    in every process that runs tests (pytest_configure below)."""
+    """The CPU split into two logical devices, before TensorFlow uses it,
+    and grappler off; in every process that runs tests (pytest_configure
+    below)."""
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    from helpers import set_grappler
+    set_grappler(False)
 
 
 import gc  # noqa: E402

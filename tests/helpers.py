@@ -21,6 +21,24 @@ from lstm_ctl.core.state import LSTMState
 from lstm_ctl.train import trainer
 
 
+def set_grappler(on):
+    """Grappler (TensorFlow's graph rewrites for speed) on or off for the
+    functions that run from now on in this process.
+
+    Off in the tests that run in process: it rewrites every new function
+    graph before its first call, and the suite makes several hundred of
+    them (a train step per run, a forward pass per evaluation), each called
+    a few times. A first call of a tiny train step took 0.26-0.30 s with
+    it and 0.09-0.10 s without; the whole suite 4 min 55 s to 5 min 8 s
+    with, 4 min 39 s without. The e2e tests turn it on again
+    (tests/e2e/conftest.py), for the runs they compare in process with
+    their processes, so the graphs a user runs are tested too; test_trainer
+    checks that a run with it gives the same losses and weights as one
+    without, bit for bit."""
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": not on})
+
+
 class NaNAt:
     """Fault injection: the batch of step `step` (1-based) gets a NaN input
     in row 0."""

@@ -15,7 +15,8 @@ from lstm_ctl.run import checkpoints
 from lstm_ctl.train import step as step_lib
 from lstm_ctl.train import trainer
 from lstm_ctl.config import DataConfig, ModelConfig
-from helpers import TINY_UNITS, frozen_trainer, tiny_config
+from helpers import (TINY_UNITS, frozen_trainer, set_grappler,
+                     tiny_config)
 
 ATOL = 1e-5
 
@@ -200,3 +201,22 @@ def test_jit_compiled_step_matches_the_plain_step(tmp_path, plain_run):
     plain = plain_run[2]
     assert len(plain["losses"]) == 4
     np.testing.assert_allclose(jit["losses"], plain["losses"], rtol=1e-4)
+
+
+def test_grappler_changes_no_number(tmp_path, plain_run):
+    """The tests in process run without grappler (helpers.set_grappler); a
+    user's run, with it, trains the same numbers bit for bit."""
+    config, plain_trainer, plain = plain_run
+    options = tf.config.optimizer.get_experimental_options
+    assert options()["disable_meta_optimizer"]
+    set_grappler(True)
+    try:
+        assert not options().get("disable_meta_optimizer")
+        t = trainer.Trainer(dataclasses.replace(
+            config, model_dir=str(tmp_path / "grappler")), out=io.StringIO())
+        result = t.run()
+    finally:
+        set_grappler(False)
+    assert result["losses"] == plain["losses"]
+    for got, want in zip(t.model.weights, plain_trainer.model.weights):
+        np.testing.assert_array_equal(got, want, err_msg=got.name)
