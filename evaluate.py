@@ -55,11 +55,15 @@ def prepare(cfg, evaluator):
         checkpoint = checkpoints.best_checkpoint(cfg.model_dir)
     if problems:
         raise UsageProblem("; ".join(problems))
+    _output_dirs(cfg)
+    return checkpoint
+
+
+def _output_dirs(cfg):
     for path in (cfg.predictions_csv, cfg.forecast_csv, cfg.plot,
                  cfg.output_json):
         if path and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-    return checkpoint
 
 
 def data_file(cfg):
@@ -68,8 +72,9 @@ def data_file(cfg):
     if not (cfg.csv_file or cfg.text_file):
         return None
     from lstm_ctl.data.task_classes import TASKS
+    from lstm_ctl.config import ensemble
 
-    task = config_lib.load(cfg.model_dir).data.task
+    task = config_lib.load(ensemble.recorded_dir(cfg.model_dir)).data.task
     flag, path = (("csv_file", cfg.csv_file) if cfg.csv_file
                   else ("text_file", cfg.text_file))
     if flag != getattr(TASKS.get(task), "file_flag", None):
@@ -79,6 +84,46 @@ def data_file(cfg):
 
 
 def run(cfg):
+    from lstm_ctl.config import ensemble
+    members = ensemble.members(cfg.model_dir)
+    evaluator, rows = (evaluate_ensemble(cfg, members) if members
+                       else evaluate_run(cfg))
+    write_results(cfg, evaluator, rows)
+
+
+def _note(cfg, evaluator):
+    if (evaluator.carry_is_reset(cfg.eval_steps)
+            and cfg.state_mode != "reset"):
+        print("Note: without a warm-up, a hold-out of at most one chunk per "
+              "stream gives carry and reset the same numbers here.")
+
+
+def evaluate_ensemble(cfg, members):
+    """`(evaluator, rows)` of an ensemble run: each member at its
+    checkpoint, then their average."""
+    refused = [f"--{name}" for name in ("all", "watch", "sample",
+                                        "export_dir") if getattr(cfg, name)]
+    if cfg.checkpoint not in (None, "", "best", "latest"):
+        refused.append("--checkpoint=PATH (each member: best or latest)")
+    if refused:
+        raise UsageProblem(
+            f"{cfg.model_dir!r} is an ensemble of {len(members)} runs "
+            f"(train.py --ensemble): {', '.join(refused)} take one run; "
+            f"give it a member's dir, e.g. --model_dir={members[0]}")
+    from lstm_ctl.eval.ensemble import Ensemble  # imports TensorFlow
+
+    evaluator = Ensemble(cfg.model_dir, members, cfg.warmup, cfg.forecast,
+                         data_file(cfg))
+    _output_dirs(cfg)
+    _note(cfg, evaluator)
+    rows = evaluator.evaluate_members(cfg.checkpoint or None, cfg.state_mode,
+                                      cfg.eval_steps, _warn)
+    evaluator.close()
+    return evaluator, rows
+
+
+def evaluate_run(cfg):
+    """`(evaluator, rows)` of one run's checkpoints."""
     from lstm_ctl.run import checkpoints  # imports TensorFlow
     from lstm_ctl.eval import engine as evaluation
     from lstm_ctl.eval import report
@@ -87,10 +132,7 @@ def run(cfg):
                                      cfg.forecast, data_file(cfg))
     checkpoint = prepare(cfg, evaluator)
     metric = evaluator.task.metric
-    if (evaluator.carry_is_reset(cfg.eval_steps)
-            and cfg.state_mode != "reset"):
-        print("Note: without a warm-up, a hold-out of at most one chunk per "
-              "stream gives carry and reset the same numbers here.")
+    _note(cfg, evaluator)
     rows = []
     if cfg.watch or cfg.all:
         if cfg.watch:
@@ -119,8 +161,17 @@ def run(cfg):
         rows = evaluator.evaluate_checkpoint(path, cfg.state_mode,
                                              cfg.eval_steps, restore=False)
     evaluator.close()
+    return evaluator, rows
+
+
+def write_results(cfg, evaluator, rows):
+    """The table, warnings, JSON, CSV files, figure, sample and export of
+    the evaluated rows."""
+    from lstm_ctl.eval import engine as evaluation
+    from lstm_ctl.eval import report
+
     if not cfg.watch:
-        print(report.format_table(rows, metric))
+        print(report.format_table(rows, evaluator.task.metric))
     for line in evaluator.warnings:
         print(f"Warning: {line}")
     if rows:

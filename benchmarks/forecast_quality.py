@@ -23,7 +23,10 @@ seeds; the table shows the mean RMSE and the worst/best seed.
   the hold-out forecast of the mode it was trained in, at the checkpoint
   `evaluate.py` uses by default: the best one when validation ran on the
   history's end (never on the hold-out scored here), else the last.
-- further lstm_ctl settings with `--extra NAME='--flag=v --flag=v'`.
+- further lstm_ctl settings with `--extra NAME='--flag=v --flag=v'`, e.g.
+  `--extra ensemble3=--ensemble=3 --seeds=0,3,6` (three ensembles of three
+  members each, seeds 0-2, 3-5, 6-8), scored on the average of the
+  members' forecasts as evaluate.py scores an ensemble.
 
 Results (one JSON line per run) are cached in --out_dir and read back.
 """
@@ -132,11 +135,14 @@ def run_darts(frame, value, seed, _):
 
 def run_lstm_ctl(frame, value, seed, flags, time_column, work):
     """train.py's run in process (`flags` beside the data flags), then the
-    forecast of the first H held-out rows from the training part's end."""
+    forecast of the first H held-out rows from the training part's end, as
+    evaluate.py scores it (an ensemble: its members' forecasts averaged)."""
     import train as train_py
     from lstm_ctl import config as config_lib
-    from lstm_ctl.eval.forecast import Forecaster, primary_forecast
-    from lstm_ctl.data import tasks
+    from lstm_ctl.config import ensemble
+    from lstm_ctl.eval import engine
+    from lstm_ctl.eval.ensemble import Ensemble
+    from lstm_ctl.eval.forecast import primary_forecast
     from lstm_ctl.run import checkpoints
     from lstm_ctl.train import trainer as trainer_lib
 
@@ -153,36 +159,40 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
     out = io.StringIO()
     start = time.perf_counter()
     config, _ = train_py.resolve(config, out)
-    trainer = trainer_lib.Trainer(config, out=out)
     with contextlib.redirect_stderr(io.StringIO()):
-        trainer.run()
+        trainer_lib.train(config, out=out)
     seconds = time.perf_counter() - start
-    best = checkpoints.best_checkpoint(str(model_dir))
-    used = "final"
-    if best and trainer.config.validate_on == "history":
-        # Chosen on the history's end, never on the hold-out scored here.
-        checkpoints.restore_model(trainer.model, best)
-        used = best
-    task, series = tasks.eval_series(trainer.config.data, str(model_dir))
     _, h = split(frame[value].to_numpy(float))
-    scores, paths = Forecaster(trainer.model, task,
-                               trainer.config.data.seq_len).skill(series, h)
-    name = primary_forecast(trainer.config.state_mode)
-    chosen = {k: v for k, v in config_lib.to_dict(trainer.config).items()
+    members = ensemble.members(str(model_dir))
+    if members:
+        evaluator = Ensemble(str(model_dir), members, horizon=h)
+        rows = evaluator.evaluate_members(warn=lambda _: None)
+        used = [os.path.relpath(p, model_dir) for p in evaluator.checkpoints]
+    else:
+        evaluator = engine.Evaluator(str(model_dir), horizon=h)
+        # The checkpoint evaluate.py uses by default: the best, chosen on
+        # the history's end (never on the hold-out scored here), else the
+        # last.
+        path = (checkpoints.best_checkpoint(str(model_dir))
+                if evaluator.config.validate_on == "history" else None)
+        path = path or checkpoints.latest_checkpoint(str(model_dir))
+        rows = evaluator.evaluate_checkpoint(path, write_summaries=False)
+        used = os.path.basename(path)
+    evaluator.close()
+    run_config = evaluator.config
+    scores = {r["state_mode"]: r["rmse"] for r in rows
+              if r["checkpoint"] == rows[-1]["checkpoint"] and "rmse" in r}
+    name = primary_forecast(run_config.state_mode)
+    chosen = {k: v for k, v in config_lib.to_dict(run_config).items()
               if k in ("state_mode", "train_steps")}
-    chosen.update(units=trainer.config.model.units,
-                  seq_len=trainer.config.data.seq_len,
-                  batch_size=trainer.config.data.batch_size)
-    chosen["target_transform"] = trainer.config.data.target_transform
-    chosen["checkpoint"] = os.path.basename(used)
+    chosen.update(units=run_config.model.units,
+                  seq_len=run_config.data.seq_len,
+                  batch_size=run_config.data.batch_size,
+                  target_transform=run_config.data.target_transform,
+                  checkpoint=used, ensemble=len(members or [0]))
+    path = evaluator.last["backtest"].paths[name]
     info = dict(all=scores, train_seconds=round(seconds, 1), chosen=chosen,
-                forecast=[round(float(v), 4) for v in paths[name][0, :, 0]])
-    validation = model_dir / "validation.json"
-    if validation.exists():   # the best validation forecast, data units
-        best = json.loads(validation.read_text()).get("best") or {}
-        if best.get("mode") == "forecast":
-            std = task.norm["std"][task.norm["targets"][0]]
-            info["validation_rmse"] = float(np.sqrt(best["loss"]) * std)
+                forecast=[round(float(v), 4) for v in path[0, :, 0]])
     return scores[name], info
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from lstm_ctl.config import train as train_config
 from lstm_ctl.data import task_classes, times, transforms
 from lstm_ctl.data.readers import holdout_cut
+from lstm_ctl.config import ensemble
 
 # setting -> where it lives in TrainConfig; the value when nothing is chosen
 # from the data (sine, text, long CSV data, or --state_mode other than
@@ -167,9 +168,9 @@ def resolve(config):
     history rows of each stream, read here; no TensorFlow)."""
     if not unset(config):
         return config, {}, None
-    path = train_config.config_path(config.model_dir)
-    if os.path.exists(path):
-        saved = train_config.load(config.model_dir)
+    recorded = ensemble.recorded_dir(config.model_dir)
+    if os.path.exists(train_config.config_path(recorded)):
+        saved = train_config.load(recorded)
         config = _set(config, {n: _get(saved, n) for n in unset(config)})
         return dataclasses.replace(
             config, chosen_from_data=saved.chosen_from_data), {}, None

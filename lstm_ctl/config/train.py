@@ -148,6 +148,11 @@ class TrainConfig:
     early_stopping: int = setting(
         0, "Stop after N validations without a lower held-out carry loss "
         "(0: never).", AT_LEAST_0)
+    ensemble: int = setting(
+        1, "Train N models, seeds --seed to --seed+N-1, in "
+        "<model_dir>/member-<k>; evaluate.py given <model_dir> scores and "
+        "forecasts with the average of their predictions (sine, csv).",
+        AT_LEAST_1)
 
     # The settings train.py chose from the data (config.json records them).
     chosen_from_data: Tuple[str, ...] = setting((), "", flag=False)
@@ -184,6 +189,10 @@ RULES = (
      lambda c: c.data.batch_size % c.cpu_replicas == 0,
      lambda c: f"--batch_size={c.data.batch_size} (the global batch) is not "
      f"divisible by the {c.cpu_replicas} replicas (--cpu_replicas)"),
+    (lambda c: c.ensemble > 1,
+     lambda c: c.data.task != "text",
+     "--ensemble averages numeric predictions (sine, csv); --task=text "
+     "predicts characters"),
     (lambda c: c.data.task == "text",
      lambda c: bool(c.data.text_file),
      "--task=text needs --text_file=PATH (a UTF-8 text file)"),

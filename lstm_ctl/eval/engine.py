@@ -16,6 +16,7 @@ import dataclasses
 import glob
 import os
 import time
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,18 @@ from lstm_ctl.eval import report
 from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
 from lstm_ctl.run.builders import build_model
+
+
+class Outputs(typing.NamedTuple):
+    """What one set of weights (or an ensemble's average) predicts on the
+    eval streams: the one-step hold-out predictions `carry` and `reset`
+    (per stream, `[n_i, O]`, normalised), the warm state (None without a
+    warm-up) and the hold-out forecasts (`forecast.Backtest`; None without
+    a horizon)."""
+    carry: list
+    reset: list
+    warm: object
+    backtest: object
 
 
 class Evaluator:
@@ -119,6 +132,17 @@ class Evaluator:
         return max([b - a for a, b in holdout.warmup_ranges(
             self.series, self.warmup)] + [0])
 
+    def outputs(self, eval_steps=0):
+        """What the current weights predict, `Outputs`: the hold-out
+        predictions (see `predictions`) and, with a horizon on a numeric
+        task, the hold-out forecasts (`forecast.Backtest`)."""
+        carry, reset, warm = self.predictions(eval_steps)
+        backtest = None
+        if self.horizon and self.task.numeric:  # RMSE: numbers only
+            backtest = self.forecaster.skill_paths(self.series, self.horizon,
+                                                   warm)
+        return Outputs(carry, reset, warm, backtest)
+
     def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
                             write_summaries=True, restore=True):
         """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
@@ -132,8 +156,15 @@ class Evaluator:
         `self.last`; the figure also goes to TensorBoard."""
         step = (self.restore(path) if restore
                 else checkpoints.checkpoint_step(path))
+        return self.report(path, step, self.outputs(eval_steps), state_mode,
+                           eval_steps, write_summaries)
+
+    def report(self, path, step, outputs, state_mode="both", eval_steps=0,
+               write_summaries=True):
+        """The rows of `evaluate_checkpoint` from `outputs` (`Outputs`),
+        named `path` at `step`."""
         modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
-        predictions = self.predictions(eval_steps)
+        predictions = outputs[:3]
         rows, scores = [], {}
         for mode in modes + ("naive",):
             values = self.evaluate(mode, eval_steps, predictions)
@@ -148,23 +179,29 @@ class Evaluator:
             line = f"{path}: {line}"
             if line not in self.warnings:
                 self.warnings.append(line)
-        carry, reset, warm = predictions
         paths = None
-        if self.horizon and self.task.numeric:  # RMSE: numbers only
-            rmse, paths = self.forecaster.skill(self.series, self.horizon,
-                                                warm)
+        if outputs.backtest is not None:
+            rmse = forecast.skill_rmse(outputs.backtest)
+            paths = outputs.backtest.paths
             rows += [dict(checkpoint=path, step=step, state_mode=name,
                           horizon=self.horizon, rmse=value)
                      for name, value in rmse.items()]
-        png = report.figure_png(self.task, self.series, carry, reset, paths,
+        png = report.figure_png(self.task, self.series, outputs.carry,
+                                outputs.reset, paths,
                                 title=f"{path} (step {step})")
         if write_summaries:
             self._writer("").image(step, "predictions", png)
-        self.last = dict(carry=carry, reset=reset, png=png,
-                         max_steps=eval_steps * self.config.data.seq_len)
+        self.last = dict(carry=outputs.carry, reset=outputs.reset, png=png,
+                         max_steps=eval_steps * self.config.data.seq_len,
+                         backtest=outputs.backtest)
         for w in self._writers.values():
             w.flush()
         return rows
+
+    def future_forecast(self):
+        """`[B, horizon, O]` in data units: the forecast after each whole
+        series (`forecast.Forecaster.forecast`) of the current weights."""
+        return self.forecaster.forecast(self.series, self.horizon)
 
     def write_outputs(self, predictions_csv=None, forecast_csv=None,
                       plot=None):
@@ -179,7 +216,7 @@ class Evaluator:
                                  self.last["reset"], self.last["max_steps"]))
             written.append(predictions_csv)
         if forecast_csv:
-            values = self.forecaster.forecast(self.series, self.horizon)
+            values = self.future_forecast()
             report.write_csv(forecast_csv, report.FORECAST_HEADER,
                              report.forecast_rows(self.task, self.series,
                                                   values))

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from lstm_ctl import config as config_lib
 from lstm_ctl.run import checkpoints
+from lstm_ctl.config import ensemble as ensemble_layout
 from lstm_ctl.data import tasks as data
 from lstm_ctl.train import distribute
 from lstm_ctl.train import state_policy as policy_lib
@@ -43,7 +44,9 @@ class TrainingError(RuntimeError):
 
 
 def check_resumable(config, model_dir):
-    """A model dir holding another run's config is an error, not a mix-up."""
+    """A model dir holding another run's config is an error, not a mix-up
+    (an ensemble's too)."""
+    ensemble_layout.check(model_dir, config.ensemble)
     path = config_lib.config_path(model_dir)
     if not os.path.exists(path):
         return
@@ -70,6 +73,10 @@ class Trainer:
         Settings left None are filled as train.py fills them
         (config/defaults.py)."""
         from lstm_ctl.config import defaults
+        if config.ensemble > 1:
+            raise ValueError(
+                f"A Trainer trains one model; --ensemble={config.ensemble} "
+                "trains several: trainer.train(config).")
         config = config_lib.with_saved_input_columns(config)
         config, _, line = defaults.resolve_and_describe(config)
         if line:
@@ -348,5 +355,9 @@ def _data_autotune(model_dir):
 
 
 def train(config, out=None, task=None):
-    """Trains (or resumes) the run described by `config`."""
+    """Trains (or resumes) the run described by `config` (with
+    `config.ensemble` > 1: each member in turn, train/ensemble.py)."""
+    if config.ensemble > 1:
+        from lstm_ctl.train import ensemble
+        return ensemble.train(config, out)
     return Trainer(config, out=out, task=task).run()

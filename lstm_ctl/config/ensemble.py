@@ -1,0 +1,59 @@
+"""An ensemble run's layout (`train.py --ensemble=K`): K complete runs,
+`<model_dir>/member-<k>` trained with seeds `--seed + k`, listed in
+`<model_dir>/ensemble.json`. Each member is a run like any other
+(evaluate.py and serve.py take it alone); evaluate.py given the ensemble's
+dir averages its members' predictions and forecasts. No TensorFlow here.
+"""
+
+import json
+import os
+
+from lstm_ctl import files
+
+MEMBERS_FILE = "ensemble.json"
+
+
+def member_dir(model_dir, k):
+    return os.path.join(model_dir, f"member-{k}")
+
+
+def members(model_dir):
+    """The member dirs of the ensemble at `model_dir`, or None when it is
+    not one."""
+    path = os.path.join(model_dir, MEMBERS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        names = json.load(f)["members"]
+    return [os.path.join(model_dir, name) for name in names]
+
+
+def write(model_dir, size, seed):
+    """Lists the `size` members (seeds `seed`, `seed + 1`, ...)."""
+    return files.write_json(os.path.join(model_dir, MEMBERS_FILE), {
+        "members": [os.path.basename(member_dir(model_dir, k))
+                    for k in range(size)],
+        "seeds": [seed + k for k in range(size)]}, indent=2)
+
+
+def recorded_dir(model_dir):
+    """Where a run's recorded settings are: `model_dir`, or for an
+    ensemble its first member."""
+    found = members(model_dir)
+    return found[0] if found else model_dir
+
+
+def check(model_dir, size):
+    """Refuses to mix layouts in one dir: a single run trained again with
+    --ensemble, an ensemble with another size or without --ensemble."""
+    found = members(model_dir)
+    single = os.path.exists(os.path.join(model_dir, "config.json"))
+    if size > 1 and single:
+        raise ValueError(
+            f"--ensemble={size}: {model_dir!r} holds a single run "
+            "(config.json); use another --model_dir for the ensemble.")
+    if found is not None and len(found) != size:
+        raise ValueError(
+            f"{model_dir!r} holds an ensemble of {len(found)} members "
+            f"({MEMBERS_FILE}); resume it with --ensemble={len(found)} or "
+            "use another --model_dir.")
