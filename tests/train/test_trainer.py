@@ -55,7 +55,7 @@ def test_carry_beats_reset_on_sine(tmp_path):
     for mode in ("carry", "reset"):
         config = tiny_config(
             tmp_path, name=mode, model=ModelConfig(units=64),
-            data=DataConfig(seq_len=10, batch_size=32), train_steps=150,
+            data=DataConfig(seq_len=10, batch_size=16), train_steps=150,
             log_every=100, hist_every=1000, checkpoint_every=1000,
             learning_rate=5e-3, lr_schedule="cosine", state_mode=mode)
         results[mode] = trainer.train(config, out=io.StringIO())
