@@ -18,7 +18,7 @@ from helpers import run_main
 
 ARGS = ["--task=csv", "--target_columns=y", "--time_column=t",
         "--state_mode=windows", "--seq_len=6", "--batch_size=8", "--units=8",
-        "--train_steps=8", "--checkpoint_every=4", "--log_every=4",
+        "--train_steps=8", "--checkpoint_every=8", "--log_every=4",
         "--learning_rate=0.01", "--validate_on=history",
         "--target_transform=levels"]
 HORIZON = 4
