@@ -108,7 +108,8 @@ def evaluate_ensemble(cfg, members):
     if refused:
         raise UsageProblem(
             f"{cfg.model_dir!r} is an ensemble of {len(members)} runs "
-            f"(train.py --ensemble): {', '.join(refused)} take one run; "
+            f"(train.py --ensemble): {', '.join(refused)} "
+            f"{'takes' if len(refused) == 1 else 'take'} one run; "
             f"give it a member's dir, e.g. --model_dir={members[0]}")
     from lstm_ctl.eval.ensemble import Ensemble  # imports TensorFlow
 
