@@ -26,8 +26,8 @@ class UsageProblem(ValueError):
 
 def prepare(cfg, evaluator):
     """Checks that need the run (before any evaluation), and the output
-    directories. Returns the checkpoint to evaluate (None: latest): by
-    default the best one of a run validated on its history."""
+    directories. Returns the checkpoint that --checkpoint names (None when
+    it names none: `Evaluator.restore_default` picks one)."""
     from lstm_ctl.run import checkpoints
 
     problems = []
@@ -48,11 +48,6 @@ def prepare(cfg, evaluator):
                                                         cfg.checkpoint)
         except FileNotFoundError as e:
             problems.append(str(e))
-    elif (not cfg.all and not cfg.watch
-          and evaluator.config.validate_on == "history"):
-        # Chosen on the history's end, it never saw the hold-out: the run's
-        # result.
-        checkpoint = checkpoints.best_checkpoint(cfg.model_dir)
     if problems:
         raise UsageProblem("; ".join(problems))
     _output_dirs(cfg)
@@ -158,7 +153,7 @@ def evaluate_run(cfg):
         rows = evaluator.evaluate_checkpoint(checkpoint, cfg.state_mode,
                                              cfg.eval_steps)
     else:
-        path = evaluator.restore_latest(_warn)
+        path = evaluator.restore_default(_warn)
         rows = evaluator.evaluate_checkpoint(path, cfg.state_mode,
                                              cfg.eval_steps, restore=False)
     evaluator.close()

@@ -143,7 +143,6 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
     from lstm_ctl.eval import engine
     from lstm_ctl.eval.ensemble import Ensemble
     from lstm_ctl.eval.forecast import primary_forecast
-    from lstm_ctl.run import checkpoints
     from lstm_ctl.train import trainer as trainer_lib
 
     csv = work / "data.csv"
@@ -173,10 +172,9 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
         # The checkpoint evaluate.py uses by default: the best, chosen on
         # the history's end (never on the hold-out scored here), else the
         # last.
-        path = (checkpoints.best_checkpoint(str(model_dir))
-                if evaluator.config.validate_on == "history" else None)
-        path = path or checkpoints.latest_checkpoint(str(model_dir))
-        rows = evaluator.evaluate_checkpoint(path, write_summaries=False)
+        path = evaluator.restore_default(lambda _: None)
+        rows = evaluator.evaluate_checkpoint(path, write_summaries=False,
+                                             restore=False)
         used = os.path.basename(path)
     evaluator.close()
     run_config = evaluator.config

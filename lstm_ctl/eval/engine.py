@@ -92,6 +92,18 @@ class Evaluator:
                                             warn)
         return path or checkpoints.require_checkpoint(self.model_dir)
 
+    def restore_default(self, warn):
+        """Restores the checkpoint evaluated when none is named, and returns
+        its path: the best one of a run validated on its history (chosen on
+        the history's end, it never saw the hold-out: the run's result),
+        else the newest readable one."""
+        if self.config.validate_on == "history":
+            best = checkpoints.best_checkpoint(self.model_dir)
+            if best:
+                self.restore(best)
+                return best
+        return self.restore_latest(warn)
+
     def predictions(self, eval_steps=0):
         """Hold-out predictions of every stream, `(carry, reset, warm
         state)`: carry from the state the warm-up left (warmup="none": the

@@ -60,18 +60,13 @@ class Ensemble(engine.Evaluator):
         return sum(m.trace_count for m in self.members)
 
     def member_checkpoint(self, member, checkpoint=None, warn=print):
-        """Restores `member` at `checkpoint` ("best", "latest" or None: the
-        best of a run validated on its history, else the latest readable);
-        returns its path."""
-        if checkpoint is None and member.config.validate_on == "history":
-            checkpoint = checkpoints.best_checkpoint(member.model_dir)
-        elif checkpoint:
-            checkpoint = checkpoints.require_checkpoint(member.model_dir,
-                                                        checkpoint)
-        if checkpoint:
-            member.restore(checkpoint)
-            return checkpoint
-        return member.restore_latest(warn)
+        """Restores `member` at `checkpoint` ("best", "latest", or None: the
+        one `restore_default` picks); returns its path."""
+        if not checkpoint:
+            return member.restore_default(warn)
+        path = checkpoints.require_checkpoint(member.model_dir, checkpoint)
+        member.restore(path)
+        return path
 
     def evaluate_members(self, checkpoint=None, state_mode="both",
                          eval_steps=0, warn=print):

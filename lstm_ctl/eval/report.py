@@ -24,7 +24,6 @@ PATH_STYLES = {"holdout_forecast_carry": ("tab:green", "-"),
                "holdout_forecast_naive": ("gray", ":")}
 
 
-
 # ------------------------------------------------------------------ tables
 def format_table(rows, metric):
     """A text table of eval rows, with reset - carry where both were run,

@@ -1,6 +1,7 @@
 """Evaluation: numbers from checkpoints, eval summaries, errors, sampling."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -230,3 +231,26 @@ def test_relative_model_dir(tmp_path, monkeypatch):
     rows = [ev.evaluate_checkpoint(p, "carry", eval_steps=2,
                                    write_summaries=False)[0] for p in paths]
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_a_run_validated_on_its_history_is_evaluated_at_its_best_checkpoint(
+        tmp_path, make_run_dir):
+    """By default evaluate.py scores the best checkpoint of a run validated
+    on its history (chosen without the hold-out), else the latest."""
+    run = make_run_dir(tmp_path / "run", step=7)
+    make_run_dir(tmp_path / "run" / "best", seed=2, step=3)
+    best = os.path.join(run, "best", "ckpt-3")
+
+    def default(validate_on):
+        config = config_lib.load(run)
+        config_lib.save(dataclasses.replace(config, validate_on=validate_on),
+                        run)
+        path = evaluation.Evaluator(run).restore_default(print)
+        result = run_main("evaluate.py", f"--model_dir={run}")
+        assert result.returncode == 0, result.stderr
+        return path, result.stdout
+
+    path, out = default("history")
+    assert path == best and best in out
+    path, out = default("holdout")
+    assert path == os.path.join(run, "ckpt-7") and best not in out
