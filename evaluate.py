@@ -95,9 +95,10 @@ def _note(cfg, evaluator):
 
 def evaluate_ensemble(cfg, members):
     """`(evaluator, rows)` of an ensemble run: each member at its
-    checkpoint, then their average."""
-    refused = [f"--{name}" for name in ("all", "watch", "sample",
-                                        "export_dir") if getattr(cfg, name)]
+    checkpoint, then the members side by side (`--export_dir` exports
+    that model)."""
+    refused = [f"--{name}" for name in ("all", "watch", "sample")
+               if getattr(cfg, name)]
     if cfg.checkpoint not in (None, "", "best", "latest"):
         refused.append("--checkpoint=PATH (each member: best or latest)")
     if refused:

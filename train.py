@@ -52,11 +52,11 @@ def main(argv):
         # Flags first; a setting left to the data is checked at its fixed
         # value here, and again once chosen.
         config_lib.validate(defaults.with_fixed(config))
-        from lstm_ctl.config import ensemble
-        ensemble.check(config.model_dir, config.ensemble)
         config = config_lib.with_saved_input_columns(config)
         config, _ = resolve(config)
         config_lib.validate(config)
+        from lstm_ctl.config import ensemble
+        ensemble.check(config.model_dir, config.ensemble)
         # Bad data stops here, before TensorFlow is imported.
         from lstm_ctl.data import tasks
         task = tasks.build_task(config.data, "train", config.model_dir,

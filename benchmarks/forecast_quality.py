@@ -19,14 +19,16 @@ seeds; the table shows the mean RMSE and the worst/best seed.
   12, hidden 25, training length 24, 100 epochs, batch 32), on the series
   min-max scaled by darts' `Scaler`, as darts' examples do.
 - lstm_ctl defaults: `train.py --task=csv --csv_file=F --target_columns=C`
-  and nothing else: the settings lstm_ctl chooses from the data; the score is
-  the hold-out forecast of the mode it was trained in, at the checkpoint
-  `evaluate.py` uses by default: the best one when validation ran on the
-  history's end (never on the hold-out scored here), else the last.
+  and nothing else: the settings lstm_ctl chooses from the data (an
+  ensemble of 3 runs side by side); the score is the hold-out forecast of
+  the mode it was trained in, as `evaluate.py` scores it by default (each
+  member at its best checkpoint when validation ran on the history's end,
+  never on the hold-out scored here, else its last).
 - further lstm_ctl settings with `--extra NAME='--flag=v --flag=v'`, e.g.
-  `--extra ensemble3=--ensemble=3 --seeds=0,3,6` (three ensembles of three
-  members each, seeds 0-2, 3-5, 6-8), scored on the average of the
-  members' forecasts as evaluate.py scores an ensemble.
+  `--extra single=--ensemble=1` (one run instead of three).
+
+lstm_ctl's seed s trains with `--seed=3s` (SEED_STRIDE): an ensemble's
+members take seeds 3s to 3s+2, so two seeds' ensembles share no member.
 
 Results (one JSON line per run) are cached in --out_dir and read back.
 """
@@ -48,6 +50,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MAX_HORIZON = 52
+SEED_STRIDE = 3   # lstm_ctl's seed s trains with --seed=3s
 
 
 def _load(module):
@@ -150,7 +153,8 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
     model_dir = work / "run"
     argv = ["train.py", f"--csv_file={csv}", "--task=csv",
             f"--target_columns={value}", f"--time_column={time_column}",
-            f"--model_dir={model_dir}", f"--seed={seed}", "--log_every=500",
+            f"--model_dir={model_dir}", f"--seed={seed * SEED_STRIDE}",
+            "--log_every=500",
             *(["--missing=ffill"] if frame[value].isna().any() else []),
             *flags]
     config_lib.parse_flags(train_py.FLAGS, argv, "train.py")
@@ -245,6 +249,8 @@ def main():
             for seed in seeds if name != "naive" else seeds[:1]:
                 key = dict(series=series, model=name, seed=seed,
                            flags=flags)
+                if name not in runners:
+                    key.update(train_seed=seed * SEED_STRIDE)
                 if any(all(r.get(k) == v for k, v in key.items())
                        for r in results):
                     continue

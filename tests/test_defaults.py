@@ -34,6 +34,7 @@ def test_a_100_row_series_trains_on_windows_validated_on_its_history():
     assert config.model.units == defaults.WINDOW_UNITS
     assert (config.learning_rate, config.lr_schedule) == (1e-3, "constant")
     assert config.eval_every == 10 and config.early_stopping == 0
+    assert config.ensemble == defaults.ENSEMBLE   # 3 runs side by side
     assert set(config.chosen_from_data) == set(defaults.CHOSEN)
     config_lib.validate(config)
 
@@ -46,6 +47,7 @@ def test_a_panel_of_many_short_entities_gets_short_windows_and_more_steps():
     assert config.train_steps == min(defaults.MAX_STEPS,
                                      100 * windows // 32)
     assert config.state_mode == "windows" and config.validate_on == "history"
+    assert config.ensemble == defaults.ENSEMBLE
 
 
 def test_too_short_a_history_validates_on_the_hold_out():
@@ -60,8 +62,8 @@ def test_long_data_sine_and_text_keep_the_fixed_defaults():
         name: None for name in defaults.FIXED}))
     for config in (long, sine):
         assert (config.state_mode, config.data.seq_len, config.data.batch_size,
-                config.model.units, config.train_steps) == (
-            "carry", 20, 32, 128, 4000)
+                config.model.units, config.train_steps, config.ensemble) == (
+            "carry", 20, 32, 128, 4000, 1)
         assert config.eval_every is None and config.validate_on == "holdout"
     assert sine == TrainConfig()   # the dataclass defaults are the fixed ones
 
@@ -129,7 +131,11 @@ def test_train_py_says_what_it_chose_and_config_json_records_it(tmp_path):
     assert first.startswith("Chosen from the data (1 stream, 90 history "
                             "rows): --state_mode=windows")
     assert "--train_steps" not in first and "--eval_every" not in first
+    assert "--ensemble=3" in first
+    assert "Member 3/3" in result.stdout
+    # The ensemble's config.json: the members' settings, ensemble=3.
     saved = json.loads((run / "config.json").read_text())
+    assert saved["ensemble"] == 3 and "ensemble" in saved["chosen_from_data"]
     assert saved["state_mode"] == "windows" and saved["train_steps"] == 4
     assert saved["data"]["seq_len"] == 24 and saved["model"]["units"] == 16
     assert "state_mode" in saved["chosen_from_data"]

@@ -60,7 +60,8 @@ def test_csv_end_to_end(tmp_path):
     csv.write_text("\n".join(rows) + "\n")
     model_dir = tmp_path / "csv"
     result = train(f"--model_dir={model_dir}", "--task=csv",
-                   f"--csv_file={csv}", "--target_columns=temp,load", *TINY)
+                   f"--csv_file={csv}", "--target_columns=temp,load",
+                   "--ensemble=1", *TINY)
     assert result.returncode == 0, result.stderr
     assert "mae" in result.stdout
     assert (model_dir / "normalization.json").exists()

@@ -36,6 +36,7 @@ FIXED = {
     "batch_size": (("data",), 32),
     "units": (("model",), 128),
     "target_transform": (("data",), "levels"),
+    "ensemble": ((), 1),
 }
 # eval_every is also chosen in windows mode; its own default (None: every
 # checkpoint) stays otherwise.
@@ -50,6 +51,7 @@ MIN_STEPS, MAX_STEPS = 200, 3000
 EVALUATIONS = 40           # validations per run
 PATIENCE = 0               # no early stopping (docs/forecasting.md)
 MIN_VALIDATION_HISTORY = 20  # history rows a stream needs to give its end
+ENSEMBLE = 3               # runs side by side (docs/forecasting.md)
 
 
 def _get(config, name):
@@ -104,7 +106,7 @@ def windows_settings(history_rows, validate_on="history", seq_len=None,
             "train_steps": steps, "learning_rate": 1e-3,
             "lr_schedule": "constant", "validate_on": validate_on,
             "eval_every": max(10, steps // EVALUATIONS),
-            "early_stopping": PATIENCE}
+            "early_stopping": PATIENCE, "ensemble": ENSEMBLE}
 
 
 def _task(config):

@@ -1,8 +1,10 @@
 """An ensemble run's layout (`train.py --ensemble=K`): K complete runs,
 `<model_dir>/member-<k>` trained with seeds `--seed + k`, listed in
-`<model_dir>/ensemble.json`. Each member is a run like any other
-(evaluate.py and serve.py take it alone); evaluate.py given the ensemble's
-dir averages its members' predictions and forecasts. No TensorFlow here.
+`<model_dir>/ensemble.json`, and beside them, once they are trained, the
+ensemble as one run: `config.json` (`ensemble=K`), the task files and a
+checkpoint of the members side by side (run/merged.py). Each member is a
+run like any other; so is the ensemble's dir, for evaluate.py (which also
+scores each member) and serve.py. No TensorFlow here.
 """
 
 import json
@@ -38,16 +40,20 @@ def write(model_dir, size, seed):
 
 def recorded_dir(model_dir):
     """Where a run's recorded settings are: `model_dir`, or for an
-    ensemble its first member."""
+    ensemble interrupted before it wrote its own config.json, its first
+    member."""
     found = members(model_dir)
-    return found[0] if found else model_dir
+    if found and not os.path.exists(os.path.join(model_dir, "config.json")):
+        return found[0]
+    return model_dir
 
 
 def check(model_dir, size):
     """Refuses to mix layouts in one dir: a single run trained again with
     --ensemble, an ensemble with another size or without --ensemble."""
     found = members(model_dir)
-    single = os.path.exists(os.path.join(model_dir, "config.json"))
+    single = found is None and os.path.exists(
+        os.path.join(model_dir, "config.json"))
     if size > 1 and single:
         raise ValueError(
             f"--ensemble={size}: {model_dir!r} holds a single run "

@@ -48,15 +48,6 @@ def validate_serve(config):
     if not config.model_dir:
         found.insert(0, "--model_dir is required (a model dir written by "
                         "train.py)")
-    else:
-        from lstm_ctl.config import ensemble
-        members = ensemble.members(config.model_dir)
-        if members:
-            found.append(
-                f"--model_dir={config.model_dir} is an ensemble of "
-                f"{len(members)} runs (train.py --ensemble); serve.py serves "
-                f"one model: give it a member's dir, e.g. "
-                f"--model_dir={members[0]}")
     if found:
         raise ValueError("; ".join(found))
     return config

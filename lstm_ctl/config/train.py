@@ -150,8 +150,10 @@ class TrainConfig:
         "(0: never).", AT_LEAST_0)
     ensemble: int = setting(
         1, "Train N models, seeds --seed to --seed+N-1, in "
-        "<model_dir>/member-<k>; evaluate.py given <model_dir> scores and "
-        "forecasts with the average of their predictions (sine, csv).",
+        "<model_dir>/member-<k>; <model_dir> then holds them side by side "
+        "as one model whose output is the average of theirs, which "
+        "evaluate.py (beside each member's rows) and serve.py take as any "
+        "run (sine, csv).",
         AT_LEAST_1)
 
     # The settings train.py chose from the data (config.json records them).

@@ -93,16 +93,11 @@ class Evaluator:
         return path or checkpoints.require_checkpoint(self.model_dir)
 
     def restore_default(self, warn):
-        """Restores the checkpoint evaluated when none is named, and returns
-        its path: the best one of a run validated on its history (chosen on
-        the history's end, it never saw the hold-out: the run's result),
-        else the newest readable one."""
-        if self.config.validate_on == "history":
-            best = checkpoints.best_checkpoint(self.model_dir)
-            if best:
-                self.restore(best)
-                return best
-        return self.restore_latest(warn)
+        """Restores the checkpoint evaluated when none is named
+        (`checkpoints.restore_default`: the best of a run validated on its
+        history, else the newest readable); returns its path."""
+        return checkpoints.restore_default(
+            self.restore, self.model_dir, self.config.validate_on, warn)
 
     def predictions(self, eval_steps=0):
         """Hold-out predictions of every stream, `(carry, reset, warm

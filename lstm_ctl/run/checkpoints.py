@@ -94,6 +94,20 @@ def best_checkpoint(model_dir):
     return tf.train.latest_checkpoint(best_dir(model_dir))
 
 
+def restore_default(restore_fn, model_dir, validate_on, warn):
+    """Restores the checkpoint evaluated when none is named, and returns
+    its path: the best one of a run validated on its history
+    (`validate_on="history"`: chosen on the history's end, it never saw the
+    hold-out; the run's result), else the newest readable one."""
+    if validate_on == "history":
+        best = best_checkpoint(model_dir)
+        if best:
+            restore_fn(best)
+            return best
+    path = restore_readable(restore_fn, model_dir, warn)
+    return path or require_checkpoint(model_dir)
+
+
 def require_checkpoint(model_dir, checkpoint=None):
     """The checkpoint to use, or a FileNotFoundError that says what is there.
     `checkpoint`: a path, "best" or "latest" (None: the latest)."""

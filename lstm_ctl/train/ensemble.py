@@ -2,13 +2,15 @@
 after another, member k with seed `--seed + k` in `<model_dir>/member-<k>`
 (layout: config/ensemble.py). Each member trains, checkpoints, validates and
 resumes as a run of its own; running the same command again resumes the
-first member that has not finished. Averaging their forecasts is
-evaluate.py's (eval/ensemble.py)."""
+first member that has not finished. Once all are, the ensemble's dir gets
+their merged model (run/merged.py): the members side by side in one model,
+whose output is the average of theirs, evaluated and served as one run."""
 
 import dataclasses
 import os
 import sys
 
+from lstm_ctl import config as config_lib
 from lstm_ctl.config import ensemble as layout
 
 
@@ -29,6 +31,11 @@ def train(config, out=None):
     layout.check(config.model_dir, config.ensemble)
     os.makedirs(config.model_dir, exist_ok=True)
     layout.write(config.model_dir, config.ensemble, config.seed)
+    if not os.path.exists(config_lib.config_path(config.model_dir)):
+        # What a resumed run takes for the settings chosen from the data;
+        # the merged model's config.json replaces it.
+        config_lib.save(config_lib.with_absolute_paths(config),
+                        config.model_dir)
     results = []
     for k, member in enumerate(member_configs(config)):
         print(f"Member {k + 1}/{config.ensemble} (seed {member.seed}): "
@@ -36,7 +43,12 @@ def train(config, out=None):
         results.append(trainer.Trainer(member, out=out).run())
         if results[-1]["interrupted"] is not None:
             return dict(results[-1], members=results)
-    print(f"Ensemble of {config.ensemble} trained: evaluate.py "
-          f"--model_dir={config.model_dir} averages their predictions.",
+    from lstm_ctl.run import merged
+    path = merged.write(config.model_dir,
+                        [m.model_dir for m in member_configs(config)],
+                        warn=lambda line: print(line, file=sys.stderr))
+    print(f"Ensemble of {config.ensemble} trained: {path} holds the "
+          "members side by side, one model whose output is the average of "
+          f"theirs (evaluate.py and serve.py --model_dir={config.model_dir}).",
           file=out, flush=True)
-    return dict(results[-1], members=results)
+    return dict(results[-1], members=results, merged=path)

@@ -73,7 +73,7 @@ class Trainer:
         Settings left None are filled as train.py fills them
         (config/defaults.py)."""
         from lstm_ctl.config import defaults
-        if config.ensemble > 1:
+        if (config.ensemble or 1) > 1:
             raise ValueError(
                 f"A Trainer trains one model; --ensemble={config.ensemble} "
                 "trains several: trainer.train(config).")
@@ -356,7 +356,14 @@ def _data_autotune(model_dir):
 
 def train(config, out=None, task=None):
     """Trains (or resumes) the run described by `config` (with
-    `config.ensemble` > 1: each member in turn, train/ensemble.py)."""
+    `config.ensemble` > 1: each member in turn, train/ensemble.py). An
+    ensemble size left to the data (None) is chosen first."""
+    if config.ensemble is None:
+        from lstm_ctl.config import defaults
+        config, _, line = defaults.resolve_and_describe(
+            config_lib.with_saved_input_columns(config))
+        if line:
+            print(line, file=out or sys.stdout, flush=True)
     if config.ensemble > 1:
         from lstm_ctl.train import ensemble
         return ensemble.train(config, out)

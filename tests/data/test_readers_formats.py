@@ -499,7 +499,7 @@ def test_train_and_evaluate_on_a_spreadsheet_export(tmp_path):
                       f"--csv_file={path}", "--csv_delimiter=;",
                       "--time_column=period", "--target_columns=gdp",
                       "--units=8", "--seq_len=4", "--batch_size=2",
-                      "--train_steps=2", "--log_every=1")
+                      "--train_steps=2", "--log_every=1", "--ensemble=1")
     assert result.returncode == 0, result.stderr
     assert config_lib.load(str(model_dir)).data.csv_delimiter == ";"
     result = run_main("evaluate.py", f"--model_dir={model_dir}")

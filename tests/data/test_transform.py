@@ -125,7 +125,8 @@ def test_the_choice_is_recorded_and_reused_on_resume_and_evaluate(tmp_path):
     path = _write(tmp_path / "d.csv", _trend())
     run = tmp_path / "run"
     args = ("--task=csv", f"--csv_file={path}", "--target_columns=y",
-            "--time_column=t", f"--model_dir={run}", "--eval_every=2")
+            "--time_column=t", f"--model_dir={run}", "--eval_every=2",
+            "--ensemble=1")
     result = run_main("train.py", *args, "--train_steps=4")
     assert result.returncode == 0, result.stderr
     assert "--target_transform=changes" in result.stdout.splitlines()[0]

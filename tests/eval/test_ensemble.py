@@ -1,7 +1,8 @@
-"""Ensembles (`train.py --ensemble=K`, train/ensemble.py, eval/ensemble.py):
-members trained with their own seeds in their own dirs, evaluated alone
-and as an average whose numbers are the members' averaged, and the mixes
-of layouts that are refused."""
+"""Ensembles (`train.py --ensemble=K`, train/ensemble.py, run/merged.py,
+eval/ensemble.py): members trained with their own seeds in their own dirs,
+evaluated alone and side by side in one model (the members stepped by
+hand are the reference), which the ensemble's dir holds for evaluate.py,
+export and serve.py; and the mixes of layouts that are refused."""
 
 import csv
 import json
@@ -11,9 +12,11 @@ import pytest
 import tensorflow as tf
 
 from lstm_ctl import config as config_lib
+from lstm_ctl.eval import engine
 from lstm_ctl.eval.ensemble import Ensemble
-from lstm_ctl.eval.forecast import Forecaster, skill_rmse
 from lstm_ctl.run import checkpoints
+from lstm_ctl.run import holdout
+from lstm_ctl.serve import loading
 from lstm_ctl.config import ensemble as layout
 from helpers import run_main
 
@@ -60,6 +63,9 @@ def test_members_train_in_their_dirs_with_their_seeds(trained):
         assert checkpoints.checkpoint_step(
             checkpoints.latest_checkpoint(member)) == 8
     assert "Ensemble of 2 trained" in result.stdout
+    # The ensemble's own config.json: the members' settings, ensemble=2.
+    top = config_lib.load(str(run))
+    assert (top.seed, top.ensemble, top.model.units) == (5, 2, 8)
     latest = [checkpoints.latest_checkpoint(m) for m in members]
     names = [dict(tf.train.list_variables(p)) for p in latest]
     assert names[0].keys() == names[1].keys()
@@ -68,36 +74,55 @@ def test_members_train_in_their_dirs_with_their_seeds(trained):
     a, b = (tf.train.load_checkpoint(p).get_tensor(first) for p in latest)
     assert not np.allclose(a, b)
 
-    again = run_main("train.py", *args)   # both finished: only resumed
+    # Without --ensemble, a resumed run takes the recorded size; both
+    # finished: only resumed.
+    again = run_main("train.py", *[a for a in args if a != "--ensemble=2"])
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("Resuming from") == 2
     assert "step 8/8" not in again.stdout
 
 
-def test_evaluate_scores_the_average_of_the_members(trained, tmp_path):
+def _reference_forecast(members, series, seq_len, horizon):
+    """The members side by side, stepped by hand: each warmed up over the
+    last `seq_len` history rows from its initial state, then at every step
+    each takes the average of their last predictions as its input (the
+    inputs are the target column), normalised."""
+    (a, _), = holdout.spans([series])
+    warm = series.inputs[max(a - seq_len, 0):a - 1][None]
+    states = [m(warm)[1] for m in members]
+    x, path = series.inputs[a - 1][None, None], []
+    for _ in range(horizon):
+        outputs = []
+        for k, m in enumerate(members):
+            out, states[k] = m(x, initial_state=states[k])
+            outputs.append(np.asarray(out))
+        x = np.mean(outputs, 0)
+        path.append(x[0, 0])
+    return np.array(path)
+
+
+def test_evaluate_scores_the_members_side_by_side(trained, tmp_path):
     root, _, _ = trained
     run = root / "run"
     flags = [f"--forecast={HORIZON}"]
 
-    def evaluate(model_dir, name):
+    def evaluate(model_dir, name, *more):
         files = {k: tmp_path / f"{name}.{k}" for k in ("f", "p", "json")}
         result = run_main(
-            "evaluate.py", f"--model_dir={model_dir}", *flags,
+            "evaluate.py", f"--model_dir={model_dir}", *flags, *more,
             f"--forecast_csv={files['f']}", f"--predictions_csv={files['p']}",
             f"--output_json={files['json']}")
         assert result.returncode == 0, result.stderr
         return files, json.loads(files["json"].read_text())["rows"], result
 
-    ens_files, rows, result = evaluate(run, "ensemble")
+    export = tmp_path / "export"
+    ens_files, rows, result = evaluate(run, "ensemble",
+                                       f"--export_dir={export}")
     alone = [evaluate(m, f"member{k}")
              for k, m in enumerate(layout.members(str(run)))]
     assert "ensemble of 2" in result.stdout
-    # The future forecast and the one-step predictions: the members'
-    # averaged, each member evaluated alone at its default checkpoint.
-    np.testing.assert_allclose(
-        _read(ens_files["f"], "future_forecast"),
-        np.mean([_read(f["f"], "future_forecast") for f, _, _ in alone], 0),
-        atol=1e-4)
+    # The one-step predictions: the members' averaged, each member
+    # evaluated alone at its default checkpoint.
     for column in ("predicted_carry", "predicted_reset"):
         np.testing.assert_allclose(
             _read(ens_files["p"], column),
@@ -113,33 +138,55 @@ def test_evaluate_scores_the_average_of_the_members(trained, tmp_path):
                                   "holdout_forecast_carry",
                                   "holdout_forecast_reset",
                                   "holdout_forecast_naive"}
-    # The hold-out forecast's RMSE: of the members' paths averaged, each
-    # run here by its own Forecaster.
+    # The hold-out forecast: the members stepped by hand, each fed the
+    # average (not each its own forecast, averaged after).
     ensemble = Ensemble(str(run), layout.members(str(run)),
                         horizon=HORIZON)
-    backtests = []
-    for member in ensemble.members:
-        ensemble.member_checkpoint(member)
-        backtests.append(Forecaster(member.model, member.task,
-                                    member.config.data.seq_len)
-                         .skill_paths(member.series, HORIZON))
-    averaged = backtests[0]._replace(paths={
-        name: np.mean([b.paths[name] for b in backtests], 0)
-        for name in backtests[0].paths})
-    for name, value in skill_rmse(averaged).items():
-        assert ensemble_rows[name]["rmse"] == pytest.approx(value, rel=1e-5)
-    member0 = {r["state_mode"]: r for r in alone[0][1]}
-    assert ensemble_rows["holdout_forecast_reset"]["rmse"] != pytest.approx(
-        member0["holdout_forecast_reset"]["rmse"], rel=1e-3)
+    ensemble.evaluate_members(warn=lambda _: None)
+    task, (series,) = ensemble.task, ensemble.series
+    mean, std = (np.array(task.norm[k])[task.norm["targets"]]
+                 for k in ("mean", "std"))
+    path = ensemble.last["backtest"].paths["holdout_forecast_reset"][0]
+    members = [m.model for m in ensemble.members]
+    np.testing.assert_allclose(
+        (path - mean) / std, _reference_forecast(
+            members, series, ensemble.config.data.seq_len, HORIZON),
+        atol=1e-4)
+    own = np.mean([_reference_forecast([m], series,
+                                       ensemble.config.data.seq_len, HORIZON)
+                   for m in members], 0)
+    assert not np.allclose((path - mean) / std, own, atol=1e-4)
+    # The ensemble's dir is a run: its checkpoint (written by train.py)
+    # evaluates as the ensemble, and the SavedModel exported is it.
+    plain = engine.Evaluator(str(run), horizon=HORIZON)
+    path = plain.restore_default(lambda _: None)
+    assert checkpoints.checkpoint_step(path) == 8
+    for r in plain.evaluate_checkpoint(path, write_summaries=False,
+                                       restore=False):
+        assert r["rmse" if "rmse" in r else "loss"] == pytest.approx(
+            ensemble_rows[r["state_mode"]]["rmse" if "rmse" in r else
+                                           "loss"], rel=1e-5)
+    x = np.stack([series.inputs[:20]]).astype("float32")
+    saved = tf.saved_model.load(str(export))
+    initial = saved.signatures["initial_state"](batch_size=tf.constant(1))
+    np.testing.assert_allclose(
+        saved.signatures["serve"](inputs=tf.constant(x), **initial)[
+            "outputs"],
+        np.mean([np.asarray(m(x)[0]) for m in members], 0), atol=1e-5)
+    # serve.py loads the same model.
+    served = loading.load(str(run))
+    np.testing.assert_allclose(
+        served.model(x)[0], np.mean([m(x)[0] for m in members], 0),
+        atol=1e-5)
 
 
-def test_mixed_layouts_and_one_model_tools_are_refused(trained, tmp_path,
+def test_mixed_layouts_and_tools_of_one_checkpoint_are_refused(trained, tmp_path,
                                                        make_run_dir):
     root, args, _ = trained
     run = root / "run"
     member = run / "member-0"
-    no_ensemble = [a for a in args if a != "--ensemble=2"]
-    result = run_main("train.py", *no_ensemble)
+    other = [a for a in args if a != "--ensemble=2"] + ["--ensemble=3"]
+    result = run_main("train.py", *other)
     assert result.returncode == 1
     assert "holds an ensemble of 2 members" in result.stderr
     assert "--ensemble=2" in result.stderr
@@ -151,9 +198,6 @@ def test_mixed_layouts_and_one_model_tools_are_refused(trained, tmp_path,
     assert result.returncode == 1
     assert "is an ensemble of 2 runs" in result.stderr
     assert f"--model_dir={member}" in result.stderr
-    with pytest.raises(ValueError, match="serve.py serves one model"):
-        config_lib.validate_serve(config_lib.ServeConfig(model_dir=str(run)))
-    config_lib.validate_serve(config_lib.ServeConfig(model_dir=str(member)))
     result = run_main("train.py", "--task=text", f"--text_file={root}/t.txt",
                       "--ensemble=2", f"--model_dir={tmp_path / 'text'}")
     assert result.returncode == 1
