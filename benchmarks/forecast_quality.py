@@ -199,6 +199,11 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
 
 
 # ------------------------------------------------------------------ table
+def _number(value):
+    """An RMSE with one decimal from 10 on, two below."""
+    return f"{value:.{1 if abs(value) >= 10 else 2}f}"
+
+
 def table(results, names, seeds):
     head = "| series | H | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
@@ -213,10 +218,11 @@ def table(results, names, seeds):
             if not vals:
                 cells.append("")
             elif len(vals) == 1 or name == "naive":
-                cells.append(f"{np.mean(vals):.1f}")
+                cells.append(_number(np.mean(vals)))
             else:
-                cells.append(f"{np.mean(vals):.1f} ({max(vals):.1f} / "
-                             f"{min(vals):.1f}, {max(vals) / min(vals):.2f}x)")
+                cells.append(f"{_number(np.mean(vals))} ("
+                             f"{_number(max(vals))} / {_number(min(vals))}, "
+                             f"{max(vals) / min(vals):.2f}x)")
         lines.append(f"| {SERIES[series][1]} | {rows[0]['horizon']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -242,6 +248,7 @@ def main():
         name, _, flags = spec.partition("=")
         variants[name] = flags.split()
     runners = {"naive": run_naive, "darts": run_darts}
+    current = []   # this run's rows: cached or new
     for series in args.series.split(","):
         frame, time_column, value = SERIES[series][0]()
         _, h = split(frame[value].to_numpy(float))
@@ -251,8 +258,10 @@ def main():
                            flags=flags)
                 if name not in runners:
                     key.update(train_seed=seed * SEED_STRIDE)
-                if any(all(r.get(k) == v for k, v in key.items())
-                       for r in results):
+                cached = [r for r in results
+                          if all(r.get(k) == v for k, v in key.items())]
+                if cached:   # the newest row of this run
+                    current.append(cached[-1])
                     continue
                 work = out_dir / series / name.replace(" ", "_") / str(seed)
                 if work.exists():
@@ -270,10 +279,11 @@ def main():
                            **info)
                 print(json.dumps(row), flush=True)
                 results.append(row)
+                current.append(row)
                 with open(cache, "a") as f:
                     f.write(json.dumps(row) + "\n")
     names = list(variants)
-    print(table(results, names, seeds))
+    print(table(current, names, seeds))
 
 
 if __name__ == "__main__":

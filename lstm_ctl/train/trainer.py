@@ -73,12 +73,12 @@ class Trainer:
         Settings left None are filled as train.py fills them
         (config/defaults.py)."""
         from lstm_ctl.config import defaults
-        if (config.ensemble or 1) > 1:
+        config = config_lib.with_saved_input_columns(config)
+        config, _, line = defaults.resolve_and_describe(config)
+        if config.ensemble > 1:   # given, or chosen from the data
             raise ValueError(
                 f"A Trainer trains one model; --ensemble={config.ensemble} "
                 "trains several: trainer.train(config).")
-        config = config_lib.with_saved_input_columns(config)
-        config, _, line = defaults.resolve_and_describe(config)
         if line:
             print(line, file=out or sys.stdout)
         config_lib.validate(config)

@@ -202,3 +202,20 @@ def test_mixed_layouts_and_tools_of_one_checkpoint_are_refused(trained, tmp_path
                       "--ensemble=2", f"--model_dir={tmp_path / 'text'}")
     assert result.returncode == 1
     assert "--ensemble averages numeric predictions" in result.stderr
+
+
+def test_a_trainer_refuses_an_ensemble_given_or_chosen(tmp_path):
+    from lstm_ctl.config import defaults
+    from lstm_ctl.train import trainer
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text("t,y\n" + "".join(f"{i},{np.sin(i / 3):.4f}\n"
+                                          for i in range(100)))
+    config = config_lib.TrainConfig(
+        model_dir=str(tmp_path / "run"), data=config_lib.DataConfig(
+            task="csv", csv_file=str(csv_file), target_columns=("y",),
+            time_column="t"))
+    for left in ({"ensemble": 2}, {"ensemble": None, "state_mode": None}):
+        with pytest.raises(ValueError, match=r"--ensemble=[23] trains "
+                                             "several: trainer.train"):
+            trainer.Trainer(defaults._set(config, left))
+    assert not (tmp_path / "run").exists()
