@@ -40,9 +40,12 @@ def train(config, out=None):
     for k, member in enumerate(member_configs(config)):
         print(f"Member {k + 1}/{config.ensemble} (seed {member.seed}): "
               f"{member.model_dir}", file=out, flush=True)
-        results.append(trainer.Trainer(member, out=out).run())
+        run = trainer.Trainer(member, out=out)
+        results.append(run.run())
         if results[-1]["interrupted"] is not None:
             return dict(results[-1], members=results)
+    if not run.chief:   # another worker of the same runs writes it
+        return dict(results[-1], members=results, merged=None)
     from lstm_ctl.run import merged
     path = merged.write(config.model_dir,
                         [m.model_dir for m in member_configs(config)],

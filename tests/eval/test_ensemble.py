@@ -194,6 +194,15 @@ def test_mixed_layouts_and_tools_of_one_checkpoint_are_refused(trained, tmp_path
     result = run_main("train.py", *[a for a in args if not a.startswith(
         "--model_dir")], f"--model_dir={single}")
     assert result.returncode == 1 and "holds a single run" in result.stderr
+    # serve.py takes the trained ensemble, not one whose members are not
+    # all trained yet.
+    config_lib.validate_serve(config_lib.ServeConfig(model_dir=str(run)))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    layout.write(str(unfinished), 2, 0)
+    with pytest.raises(ValueError, match="merged model is not written yet"):
+        config_lib.validate_serve(config_lib.ServeConfig(
+            model_dir=str(unfinished)))
     result = run_main("evaluate.py", f"--model_dir={run}", "--watch")
     assert result.returncode == 1
     assert "is an ensemble of 2 runs" in result.stderr
