@@ -139,7 +139,7 @@ def run_darts(frame, value, seed, _):
 def run_lstm_ctl(frame, value, seed, flags, time_column, work):
     """train.py's run in process (`flags` beside the data flags), then the
     forecast of the first H held-out rows from the training part's end, as
-    evaluate.py scores it (an ensemble: its members' forecasts averaged)."""
+    evaluate.py scores it (an ensemble: its members side by side)."""
     import train as train_py
     from lstm_ctl import config as config_lib
     from lstm_ctl.config import ensemble

@@ -1,7 +1,8 @@
 """Evaluating an ensemble run (`train.py --ensemble=K`, layout in
 config/ensemble.py): each member is evaluated at its own checkpoint as a run
 of its own (its rows, its TensorBoard points), then the ensemble: the
-members side by side in one model (run/merged.py), whose one-step output is
+members side by side in one model (core/side_by_side.py; the
+ensemble's dir holds it too, run/merged.py), whose one-step output is
 the average of theirs and whose forecast feeds that average back to every
 member. Its rows are named `ensemble of K`, its TensorBoard points go to
 `<model_dir>/eval`, and it is the model `--export_dir` exports and
@@ -10,7 +11,7 @@ member. Its rows are named `ensemble of K`, its TensorBoard points go to
 
 from lstm_ctl.eval import engine
 from lstm_ctl.run import checkpoints
-from lstm_ctl.run import merged
+from lstm_ctl.core import side_by_side
 
 
 class Ensemble(engine.Evaluator):
@@ -59,7 +60,7 @@ class Ensemble(engine.Evaluator):
                                                restore=False)
             self.checkpoints.append(path)
             steps.append(checkpoints.checkpoint_step(path))
-        merged.merge_into(self.model, [m.model for m in self.members])
+        side_by_side.merge([m.model for m in self.members], self.model)
         rows += self.report(f"ensemble of {len(self.members)}", max(steps),
                             self.outputs(eval_steps), state_mode, eval_steps)
         return rows

@@ -28,12 +28,6 @@ RUN_FILES = (task_base.NORM_FILE, task_base.VOCAB_FILE,
              task_base.STREAMS_FILE, holdout.RUN_FILE)
 
 
-def merge_into(model, members):
-    """Sets `model` (an ensemble's, built from its config.json) to the
-    `members` (LSTMModels with their weights restored) side by side."""
-    return side_by_side.merge(members, model)
-
-
 def write(model_dir, member_dirs, warn=print):
     """Writes the merged model of the trained members `member_dirs` in
     `model_dir`; returns the checkpoint's path."""
@@ -55,6 +49,6 @@ def write(model_dir, member_dirs, warn=print):
             member, first.validate_on, warn)
         models.append(model)
         steps.append(checkpoints.checkpoint_step(path) or 0)
-    merged = merge_into(build_model(config, task), models)
+    merged = side_by_side.merge(models, build_model(config, task))
     saver = checkpoints.Checkpoints(model_dir, max_to_keep=1, model=merged)
     return saver.save(max(steps))
