@@ -2,6 +2,8 @@
 
     python benchmarks/forecast_quality.py              # every series, 3 seeds
     python benchmarks/forecast_quality.py --series=nile --seeds=0
+    python benchmarks/forecast_quality.py --extra single=--ensemble=1 \
+        --readme                                # the README's table
 
 Needs darts and statsmodels beside lstm_ctl (for this benchmark only; the
 series are statsmodels' bundled datasets, nothing is downloaded):
@@ -204,28 +206,55 @@ def _number(value):
     return f"{value:.{1 if abs(value) >= 10 else 2}f}"
 
 
-def table(results, names, seeds):
-    head = "| series | H | " + " | ".join(names) + " |"
-    lines = [head, "|" + "---|" * (len(names) + 2)]
+TITLES = {"naive": "naive", "darts": "darts LSTM, defaults",
+          "lstm_ctl": "lstm_ctl, defaults"}
+README_START = "<!-- forecast_quality.py --readme: from here -->"
+README_END = "<!-- forecast_quality.py --readme: to here -->"
+
+
+def table(results, variants, seeds):
+    """The markdown table: per series, each variant's mean RMSE (worst /
+    best seed, their ratio), the lowest mean of the models in bold.
+    `variants`: {name: lstm_ctl flags}, in column order."""
+    titles = [TITLES.get(n, f"lstm_ctl, `{' '.join(f)}`" if f else n)
+              for n, f in variants.items()]
+    lines = ["| series | H | " + " | ".join(titles) + " |",
+             "|" + "---|" * (len(variants) + 2)]
     for series in SERIES:
         rows = [r for r in results if r["series"] == series]
         if not rows:
             continue
+        scores = {name: [r["rmse"] for r in rows if r["model"] == name
+                         and r["seed"] in seeds] for name in variants}
+        means = {n: np.mean(v) for n, v in scores.items()
+                 if v and n != "naive"}
+        best = min(means, key=means.get) if len(means) > 1 else None
         cells = []
-        for name in names:
-            vals = [r["rmse"] for r in rows if r["model"] == name
-                    and r["seed"] in seeds]
+        for name, vals in scores.items():
             if not vals:
                 cells.append("")
-            elif len(vals) == 1 or name == "naive":
-                cells.append(_number(np.mean(vals)))
-            else:
-                cells.append(f"{_number(np.mean(vals))} ("
-                             f"{_number(max(vals))} / {_number(min(vals))}, "
-                             f"{max(vals) / min(vals):.2f}x)")
+                continue
+            cell = _number(np.mean(vals))
+            if name == best:
+                cell = f"**{cell}**"
+            if len(vals) > 1 and name != "naive":
+                cell += (f" ({_number(max(vals))} / {_number(min(vals))}, "
+                         f"{max(vals) / min(vals):.2f}x)")
+            cells.append(cell)
         lines.append(f"| {SERIES[series][1]} | {rows[0]['horizon']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_readme(path, text):
+    """Replaces the table between README_START and README_END in `path`."""
+    readme = path.read_text()
+    if README_START not in readme or README_END not in readme:
+        raise SystemExit(f"{path} has no {README_START!r} ... "
+                         f"{README_END!r} block to replace.")
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
 
 
 def main():
@@ -235,6 +264,9 @@ def main():
     p.add_argument("--models", default="naive,darts,lstm_ctl")
     p.add_argument("--extra", action="append", default=[],
                    help="NAME='--flag=v ...': lstm_ctl with these flags too")
+    p.add_argument("--readme", action="store_true",
+                   help="write the table into README.md (between its "
+                   "forecast_quality.py markers)")
     p.add_argument("--out_dir", default=str(ROOT / "runs" / "forecast"))
     args = p.parse_args()
     out_dir = pathlib.Path(args.out_dir)
@@ -282,8 +314,11 @@ def main():
                 current.append(row)
                 with open(cache, "a") as f:
                     f.write(json.dumps(row) + "\n")
-    names = list(variants)
-    print(table(current, names, seeds))
+    text = table(current, variants, seeds)
+    print(text)
+    if args.readme:
+        write_readme(ROOT / "README.md", text)
+        print(f"Wrote the table into {ROOT / 'README.md'}")
 
 
 if __name__ == "__main__":
