@@ -124,9 +124,12 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
     panels = [(i, c) for i in range(len(series))
               for c in range(len(task.columns))]
     panels = panels[:MAX_PANELS]
-    fig = Figure(figsize=(10, 2.2 * len(panels) + 1.0), dpi=80,
-                 layout="constrained")
+    height = 2.2 * len(panels) + 1.0   # inches
+    fig = Figure(figsize=(10, height), dpi=80)
     FigureCanvasAgg(fig)
+    # Margins in inches, fixed: half the time of a constrained layout.
+    fig.subplots_adjust(left=0.07, right=0.985, top=1 - 0.75 / height,
+                        bottom=0.5 / height, hspace=0.35)
     horizon = 0 if not paths else next(iter(paths.values())).shape[1]
     history = False  # rows before the hold-out shown (right of a line)
     for k, (i, c) in enumerate(panels):
@@ -150,11 +153,11 @@ def figure_png(task, series, carry, reset, paths=None, title=""):
         ax.set_title(f"stream {s.name}", fontsize=9, loc="left")
         if k == 0:
             ax.set_title(title, fontsize=8, loc="right")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center",
-               ncol=3, fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper center",
+               bbox_to_anchor=(0.5, 1 - 0.02 / height), ncol=3, fontsize=8)
     fig.supxlabel("row of the stream" + (" (hold-out right of the gray line)"
                                          if history else " (the hold-out)"),
-                  fontsize=8)
+                  fontsize=8, y=0.03 / height)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
