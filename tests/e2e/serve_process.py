@@ -36,16 +36,16 @@ def as_state(state_json):
 class _Client:
     """Requests to a server at `self.url`."""
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, timeout=30):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data,
                                          method=method)
-        with urllib.request.urlopen(request, timeout=30) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return json.loads(r.read())
 
-    def step(self, sid, rows):
+    def step(self, sid, rows, timeout=30):
         return self.call("POST", f"/v1/streams/{sid}/step",
-                         {"inputs": np.asarray(rows).tolist()})
+                         {"inputs": np.asarray(rows).tolist()}, timeout)
 
     def metric(self, name):
         with urllib.request.urlopen(self.url + "/metrics", timeout=30) as r:
@@ -81,7 +81,7 @@ class ServeProcess(_Client):
     def stop(self, sig):
         self.proc.send_signal(sig)
         try:
-            out, _ = self.proc.communicate(timeout=60)
+            out, _ = self.proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise

@@ -66,17 +66,19 @@ def test_sigkill_loses_only_the_steps_since_the_snapshot_and_sigterm_none(
     assert reply["steps"] == 8
 
     # SIGTERM while a long request of "t" is in flight: it is answered,
-    # and the snapshot holds its steps.
+    # and the snapshot holds its steps. (Its rows take seconds alone, and
+    # several times that beside the other worker's tests: the reply may
+    # take longer than the 30 s of a short request.)
     answered = []
     sender = threading.Thread(target=lambda: answered.append(
-        b.step("t", x[1, 2:LONG + 2])))
+        b.step("t", x[1, 2:LONG + 2], timeout=120)))
     sender.start()
     deadline = time.monotonic() + 30
     while b.metric("lstm_ctl_requests_in_flight") < 1:
         assert time.monotonic() < deadline and sender.is_alive()
         time.sleep(0.005)
     code, out = b.stop(signal.SIGTERM)
-    sender.join(30)
+    sender.join(120)
     assert code == 0, out
     assert "Stopped; snapshot:" in out
     assert answered and answered[0]["steps"] == LONG + 2
