@@ -194,7 +194,7 @@ def run_lstm_ctl(frame, value, seed, flags, time_column, work):
                   batch_size=run_config.data.batch_size,
                   target_transform=run_config.data.target_transform,
                   checkpoint=used, ensemble=len(members or [0]))
-    path = evaluator.last["backtest"].paths[name]
+    path = evaluator.last["paths"][name]
     info = dict(all=scores, train_seconds=round(seconds, 1), chosen=chosen,
                 forecast=[round(float(v), 4) for v in path[0, :, 0]])
     return scores[name], info

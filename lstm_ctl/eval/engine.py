@@ -16,7 +16,6 @@ import dataclasses
 import glob
 import os
 import time
-import typing
 
 import numpy as np
 import tensorflow as tf
@@ -29,18 +28,6 @@ from lstm_ctl.eval import report
 from lstm_ctl.run import holdout
 from lstm_ctl.run import summaries
 from lstm_ctl.run.builders import build_model
-
-
-class Outputs(typing.NamedTuple):
-    """What one set of weights (or an ensemble's average) predicts on the
-    eval streams: the one-step hold-out predictions `carry` and `reset`
-    (per stream, `[n_i, O]`, normalised), the warm state (None without a
-    warm-up) and the hold-out forecasts (`forecast.Backtest`; None without
-    a horizon)."""
-    carry: list
-    reset: list
-    warm: object
-    backtest: object
 
 
 class Evaluator:
@@ -139,19 +126,8 @@ class Evaluator:
         return max([b - a for a, b in holdout.warmup_ranges(
             self.series, self.warmup)] + [0])
 
-    def outputs(self, eval_steps=0):
-        """What the current weights predict, `Outputs`: the hold-out
-        predictions (see `predictions`) and, with a horizon on a numeric
-        task, the hold-out forecasts (`forecast.Backtest`)."""
-        carry, reset, warm = self.predictions(eval_steps)
-        backtest = None
-        if self.horizon and self.task.numeric:  # RMSE: numbers only
-            backtest = self.forecaster.skill_paths(self.series, self.horizon,
-                                                   warm)
-        return Outputs(carry, reset, warm, backtest)
-
     def evaluate_checkpoint(self, path, state_mode="both", eval_steps=0,
-                            write_summaries=True, restore=True):
+                            write_summaries=True, restore=True, step=None):
         """Rows `{checkpoint, step, state_mode, loss, <metric>}` for `path`
         (restored first unless `restore=False`): carry and/or reset, then
         naive (the naive baseline on the same steps); then with a horizon
@@ -159,19 +135,15 @@ class Evaluator:
         holdout_forecast_reset|holdout_forecast_naive, horizon, rmse}` (the
         first `horizon` hold-out rows forecast from the end of the history).
         Adds to `self.warnings` what
-        should not be trusted. Keeps the predictions and the figure in
-        `self.last`; the figure also goes to TensorBoard."""
-        step = (self.restore(path) if restore
-                else checkpoints.checkpoint_step(path))
-        return self.report(path, step, self.outputs(eval_steps), state_mode,
-                           eval_steps, write_summaries)
-
-    def report(self, path, step, outputs, state_mode="both", eval_steps=0,
-               write_summaries=True):
-        """The rows of `evaluate_checkpoint` from `outputs` (`Outputs`),
-        named `path` at `step`."""
+        should not be trusted. Keeps the predictions, the hold-out forecasts
+        and the figure in `self.last`; the figure also goes to TensorBoard.
+        `step`: the step of the rows (None: `path`'s)."""
+        if restore:
+            self.restore(path)
+        if step is None:
+            step = checkpoints.checkpoint_step(path)
         modes = ("carry", "reset") if state_mode == "both" else (state_mode,)
-        predictions = outputs[:3]
+        predictions = self.predictions(eval_steps)
         rows, scores = [], {}
         for mode in modes + ("naive",):
             values = self.evaluate(mode, eval_steps, predictions)
@@ -186,29 +158,23 @@ class Evaluator:
             line = f"{path}: {line}"
             if line not in self.warnings:
                 self.warnings.append(line)
+        carry, reset, warm = predictions
         paths = None
-        if outputs.backtest is not None:
-            rmse = forecast.skill_rmse(outputs.backtest)
-            paths = outputs.backtest.paths
+        if self.horizon and self.task.numeric:  # RMSE: numbers only
+            rmse, paths = self.forecaster.skill(self.series, self.horizon,
+                                                warm)
             rows += [dict(checkpoint=path, step=step, state_mode=name,
                           horizon=self.horizon, rmse=value)
                      for name, value in rmse.items()]
-        png = report.figure_png(self.task, self.series, outputs.carry,
-                                outputs.reset, paths,
+        png = report.figure_png(self.task, self.series, carry, reset, paths,
                                 title=f"{path} (step {step})")
         if write_summaries:
             self._writer("").image(step, "predictions", png)
-        self.last = dict(carry=outputs.carry, reset=outputs.reset, png=png,
-                         max_steps=eval_steps * self.config.data.seq_len,
-                         backtest=outputs.backtest)
+        self.last = dict(carry=carry, reset=reset, png=png, paths=paths,
+                         max_steps=eval_steps * self.config.data.seq_len)
         for w in self._writers.values():
             w.flush()
         return rows
-
-    def future_forecast(self):
-        """`[B, horizon, O]` in data units: the forecast after each whole
-        series (`forecast.Forecaster.forecast`) of the current weights."""
-        return self.forecaster.forecast(self.series, self.horizon)
 
     def write_outputs(self, predictions_csv=None, forecast_csv=None,
                       plot=None):
@@ -223,7 +189,7 @@ class Evaluator:
                                  self.last["reset"], self.last["max_steps"]))
             written.append(predictions_csv)
         if forecast_csv:
-            values = self.future_forecast()
+            values = self.forecaster.forecast(self.series, self.horizon)
             report.write_csv(forecast_csv, report.FORECAST_HEADER,
                              report.forecast_rows(self.task, self.series,
                                                   values))

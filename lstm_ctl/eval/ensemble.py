@@ -61,8 +61,9 @@ class Ensemble(engine.Evaluator):
             self.checkpoints.append(path)
             steps.append(checkpoints.checkpoint_step(path))
         side_by_side.merge([m.model for m in self.members], self.model)
-        rows += self.report(f"ensemble of {len(self.members)}", max(steps),
-                            self.outputs(eval_steps), state_mode, eval_steps)
+        rows += self.evaluate_checkpoint(
+            f"ensemble of {len(self.members)}", state_mode, eval_steps,
+            restore=False, step=max(steps))
         return rows
 
     def close(self):

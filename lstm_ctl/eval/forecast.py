@@ -8,8 +8,6 @@ A roll-out from a state feeds the last observed input, then each prediction
 back as the next input.
 """
 
-import typing
-
 import numpy as np
 
 from lstm_ctl.run import holdout
@@ -45,31 +43,11 @@ class Forecaster(holdout.Runner):
         """Forecasts of the first `horizon` hold-out rows from the end of the
         history, in data units: `({"holdout_forecast_carry": rmse, ...},
         paths)` (see `holdout.Runner.backtest`)."""
-        backtest = self.skill_paths(series, horizon, warm_state)
-        return skill_rmse(backtest), backtest.paths
-
-    def skill_paths(self, series, horizon, warm_state=None):
-        """The `Backtest` that `skill` scores: the paths named
-        `holdout_forecast_<mode>`, and what they are scored against."""
         paths, actual, weights, n = self.backtest_levels(series, horizon,
                                                          warm_state)
-        return Backtest({f"holdout_forecast_{k}": v
-                         for k, v in paths.items()}, actual, weights, n)
-
-
-class Backtest(typing.NamedTuple):
-    """Hold-out forecasts in data units and what scores them: `paths`
-    `{name: [B, horizon, O]}`, the actual rows and their weights
-    (concatenated over streams) and each stream's scored length `n`."""
-    paths: dict
-    actual: np.ndarray
-    weights: np.ndarray
-    n: list
-
-
-def skill_rmse(backtest):
-    """`{name: RMSE in data units}` of each path of a `Backtest`."""
-    return {name: _rmse(np.concatenate([p[i, :k]
-                                        for i, k in enumerate(backtest.n)]),
-                        backtest.actual, backtest.weights)
-            for name, p in backtest.paths.items()}
+        paths = {f"holdout_forecast_{k}": v for k, v in paths.items()}
+        rmse = {name: _rmse(np.concatenate([p[i, :k]
+                                            for i, k in enumerate(n)]),
+                            actual, weights)
+                for name, p in paths.items()}
+        return rmse, paths

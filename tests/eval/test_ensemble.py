@@ -151,7 +151,7 @@ def test_evaluate_scores_the_members_side_by_side(trained, tmp_path):
     task, (series,) = ensemble.task, ensemble.series
     mean, std = (np.array(task.norm[k])[task.norm["targets"]]
                  for k in ("mean", "std"))
-    path = ensemble.last["backtest"].paths["holdout_forecast_reset"][0]
+    path = ensemble.last["paths"]["holdout_forecast_reset"][0]
     members = [m.model for m in ensemble.members]
     np.testing.assert_allclose(
         (path - mean) / std, _reference_forecast(
