@@ -48,6 +48,19 @@ def recorded_dir(model_dir):
     return model_dir
 
 
+def unmerged(model_dir):
+    """What stops the ensemble at `model_dir` being used as one model: ""
+    once its merged model is written (train.py writes it when every member
+    is trained), else a sentence that names a member to use alone."""
+    found = members(model_dir)
+    if not found or os.path.exists(os.path.join(model_dir, "checkpoint")):
+        return ""
+    return (f"{model_dir!r} is an ensemble of {len(found)} runs whose merged "
+            "model is not written yet (train.py writes it once every member "
+            "is trained; the same command resumes); a trained member is a "
+            f"run of its own: --model_dir={found[0]}")
+
+
 def check(model_dir, size):
     """Refuses to mix layouts in one dir: a single run trained again with
     --ensemble, an ensemble with another size or without --ensemble."""

@@ -1,7 +1,6 @@
 """What serve.py is asked to do: `ServeConfig`, one field per flag."""
 
 import dataclasses
-import os
 from typing import Optional
 
 from lstm_ctl.config.fields import (
@@ -51,15 +50,9 @@ def validate_serve(config):
                         "train.py)")
     else:
         from lstm_ctl.config import ensemble
-        members = ensemble.members(config.model_dir)
-        if members and not os.path.exists(
-                os.path.join(config.model_dir, "checkpoint")):
-            found.append(
-                f"--model_dir={config.model_dir} is an ensemble of "
-                f"{len(members)} runs whose merged model is not written "
-                "yet (train.py writes it once every member is trained; the "
-                "same command resumes); a trained member serves alone: "
-                f"--model_dir={members[0]}")
+        problem = ensemble.unmerged(config.model_dir)
+        if problem:
+            found.append(f"--model_dir: {problem}")
     if found:
         raise ValueError("; ".join(found))
     return config

@@ -11,6 +11,7 @@ member. Its rows are named `ensemble of K`, its TensorBoard points go to
 
 from lstm_ctl.eval import engine
 from lstm_ctl.run import checkpoints
+from lstm_ctl.config import ensemble as layout
 from lstm_ctl.core import side_by_side
 
 
@@ -20,13 +21,9 @@ class Ensemble(engine.Evaluator):
 
     def __init__(self, model_dir, member_dirs, warmup=None, horizon=0,
                  data_file=None):
-        if checkpoints.latest_checkpoint(model_dir) is None:
-            raise FileNotFoundError(
-                f"{model_dir!r}: the ensemble of {len(member_dirs)} is "
-                "evaluated once every member is trained (its merged model "
-                "is written then); the same train.py command resumes it, "
-                f"and a trained member evaluates alone: --model_dir="
-                f"{member_dirs[0]}")
+        problem = layout.unmerged(model_dir)
+        if problem:
+            raise FileNotFoundError(problem)
         super().__init__(model_dir, warmup, horizon, data_file)
         self.members = [engine.Evaluator(d, warmup, horizon, data_file)
                         for d in member_dirs]

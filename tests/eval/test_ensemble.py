@@ -205,6 +205,10 @@ def test_mixed_layouts_and_tools_of_one_checkpoint_are_refused(trained, tmp_path
     with pytest.raises(ValueError, match="merged model is not written yet"):
         config_lib.validate_serve(config_lib.ServeConfig(
             model_dir=str(unfinished)))
+    result = run_main("evaluate.py", f"--model_dir={unfinished}")
+    assert result.returncode == 1
+    assert "merged model is not written yet" in result.stderr
+    assert f"--model_dir={unfinished / 'member-0'}" in result.stderr
     result = run_main("evaluate.py", f"--model_dir={run}", "--watch")
     assert result.returncode == 1
     assert "is an ensemble of 2 runs" in result.stderr
