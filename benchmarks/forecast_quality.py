@@ -4,6 +4,8 @@
     python benchmarks/forecast_quality.py --series=nile --seeds=0
     python benchmarks/forecast_quality.py --extra single=--ensemble=1 \
         --readme                                # the README's table
+    python benchmarks/forecast_quality.py --series=nile --origins=7
+                                # also from 6 earlier forecast origins
 
 Needs darts and statsmodels beside lstm_ctl (for this benchmark only; the
 series are statsmodels' bundled datasets, nothing is downloaded):
@@ -212,37 +214,56 @@ README_START = "<!-- forecast_quality.py --readme: from here -->"
 README_END = "<!-- forecast_quality.py --readme: to here -->"
 
 
+def _cells(scores, spread=True):
+    """A table row's cells: each variant's mean RMSE (worst / best seed,
+    their ratio), the lowest mean of the models in bold. `scores`: {name:
+    [RMSE of each seed]}, in column order."""
+    means = {n: np.mean(v) for n, v in scores.items() if v and n != "naive"}
+    best = min(means, key=means.get) if len(means) > 1 else None
+    cells = []
+    for name, vals in scores.items():
+        if not vals:
+            cells.append("")
+            continue
+        cell = _number(np.mean(vals))
+        if name == best:
+            cell = f"**{cell}**"
+        if spread and len(vals) > 1 and name != "naive":
+            cell += (f" ({_number(max(vals))} / {_number(min(vals))}, "
+                     f"{max(vals) / min(vals):.2f}x)")
+        cells.append(cell)
+    return cells
+
+
 def table(results, variants, seeds):
-    """The markdown table: per series, each variant's mean RMSE (worst /
-    best seed, their ratio), the lowest mean of the models in bold.
-    `variants`: {name: lstm_ctl flags}, in column order."""
+    """The markdown table: a row per series (and per earlier origin, with
+    --origins: then also the mean over the origins). `variants`: {name:
+    lstm_ctl flags}, in column order."""
     titles = [TITLES.get(n, f"lstm_ctl, `{' '.join(f)}`" if f else n)
               for n, f in variants.items()]
     lines = ["| series | H | " + " | ".join(titles) + " |",
              "|" + "---|" * (len(variants) + 2)]
     for series in SERIES:
         rows = [r for r in results if r["series"] == series]
-        if not rows:
-            continue
-        scores = {name: [r["rmse"] for r in rows if r["model"] == name
-                         and r["seed"] in seeds] for name in variants}
-        means = {n: np.mean(v) for n, v in scores.items()
-                 if v and n != "naive"}
-        best = min(means, key=means.get) if len(means) > 1 else None
-        cells = []
-        for name, vals in scores.items():
-            if not vals:
-                cells.append("")
-                continue
-            cell = _number(np.mean(vals))
-            if name == best:
-                cell = f"**{cell}**"
-            if len(vals) > 1 and name != "naive":
-                cell += (f" ({_number(max(vals))} / {_number(min(vals))}, "
-                         f"{max(vals) / min(vals):.2f}x)")
-            cells.append(cell)
-        lines.append(f"| {SERIES[series][1]} | {rows[0]['horizon']} | "
-                     + " | ".join(cells) + " |")
+        origins = sorted({r.get("rows") for r in rows},
+                         key=lambda n: -(n or np.inf))
+        per_origin = {name: [] for name in variants}
+        for origin in origins:
+            at = [r for r in rows if r.get("rows") == origin]
+            scores = {name: [r["rmse"] for r in at if r["model"] == name
+                             and r["seed"] in seeds] for name in variants}
+            for name, vals in scores.items():
+                if vals:
+                    per_origin[name].append(np.mean(vals))
+            label = SERIES[series][1] + (f": its first {origin} rows"
+                                         if origin else "")
+            lines.append(f"| {label} | {at[0]['horizon']} | "
+                         + " | ".join(_cells(scores)) + " |")
+        if len(origins) > 1:
+            lines.append(f"| {SERIES[series][1]}: mean of the "
+                         f"{len(origins)} origins | | "
+                         + " | ".join(_cells(per_origin, spread=False))
+                         + " |")
     return "\n".join(lines)
 
 
@@ -264,6 +285,10 @@ def main():
     p.add_argument("--models", default="naive,darts,lstm_ctl")
     p.add_argument("--extra", action="append", default=[],
                    help="NAME='--flag=v ...': lstm_ctl with these flags too")
+    p.add_argument("--origins", type=int, default=1,
+                   help="forecast from this many origins: the whole series, "
+                   "and the series cut H/2, H, ... rows shorter (each with "
+                   "its own last 10%% held out)")
     p.add_argument("--readme", action="store_true",
                    help="write the table into README.md (between its "
                    "forecast_quality.py markers)")
@@ -282,38 +307,45 @@ def main():
     runners = {"naive": run_naive, "darts": run_darts}
     current = []   # this run's rows: cached or new
     for series in args.series.split(","):
-        frame, time_column, value = SERIES[series][0]()
-        _, h = split(frame[value].to_numpy(float))
-        for name, flags in variants.items():
-            for seed in seeds if name != "naive" else seeds[:1]:
-                key = dict(series=series, model=name, seed=seed,
-                           flags=flags)
-                if name not in runners:
-                    key.update(train_seed=seed * SEED_STRIDE)
-                cached = [r for r in results
-                          if all(r.get(k) == v for k, v in key.items())]
-                if cached:   # the newest row of this run
-                    current.append(cached[-1])
-                    continue
-                work = out_dir / series / name.replace(" ", "_") / str(seed)
-                if work.exists():
-                    import shutil
-                    shutil.rmtree(work)
-                work.mkdir(parents=True)
-                start = time.perf_counter()
-                if name in runners:
-                    score, info = runners[name](frame, value, seed, flags)
-                else:
-                    score, info = run_lstm_ctl(frame, value, seed, flags,
-                                               time_column, work)
-                row = dict(key, rmse=score, horizon=h,
-                           seconds=round(time.perf_counter() - start, 1),
-                           **info)
-                print(json.dumps(row), flush=True)
-                results.append(row)
-                current.append(row)
-                with open(cache, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+        whole, time_column, value = SERIES[series][0]()
+        _, h = split(whole[value].to_numpy(float))
+        for origin, name, seed in (
+                (k, name, seed) for k in range(args.origins)
+                for name in variants
+                for seed in (seeds if name != "naive" else seeds[:1])):
+            flags = variants[name]
+            rows = len(whole) - origin * max(1, h // 2)
+            frame = whole.iloc[:rows].reset_index(drop=True)
+            key = dict(series=series, model=name, seed=seed,
+                       flags=flags, **({"rows": rows} if origin else {}))
+            if name not in runners:
+                key.update(train_seed=seed * SEED_STRIDE)
+            cached = [r for r in results if r.get("rows") == key.get("rows")
+                      and all(r.get(k) == v for k, v in key.items())]
+            if cached:   # the newest row of this run
+                current.append(cached[-1])
+                continue
+            work = (out_dir / series / name.replace(" ", "_")
+                    / (f"{seed}" if not origin else f"{seed}-{rows}"))
+            if work.exists():
+                import shutil
+                shutil.rmtree(work)
+            work.mkdir(parents=True)
+            start = time.perf_counter()
+            if name in runners:
+                score, info = runners[name](frame, value, seed, flags)
+            else:
+                score, info = run_lstm_ctl(frame, value, seed, flags,
+                                           time_column, work)
+            row = dict(key, rmse=score,
+                       horizon=split(frame[value].to_numpy(float))[1],
+                       seconds=round(time.perf_counter() - start, 1),
+                       **info)
+            print(json.dumps(row), flush=True)
+            results.append(row)
+            current.append(row)
+            with open(cache, "a") as f:
+                f.write(json.dumps(row) + "\n")
     text = table(current, variants, seeds)
     print(text)
     if args.readme:
