@@ -1,6 +1,7 @@
 """Test set-up, before TensorFlow starts: quiet logs, a persistent XLA
-cache, one intra-op thread per process, and the CPU split into two logical
-devices so that MirroredStrategy has two replicas to use."""
+cache, one intra-op thread per process, the CPU split into two logical
+devices so that MirroredStrategy has two replicas to use, and in process
+one batch shard per layer."""
 
 import os
 import tempfile
