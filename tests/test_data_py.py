@@ -74,8 +74,9 @@ def test_evaluate_works_wherever_train_trained_a_short_holdout(tmp_path):
     model_dir = tmp_path / "run"
     result = run("train.py", f"--model_dir={model_dir}", "--task=csv",
                  f"--csv_file={csv}", "--target_columns=gdp",
-                 "--time_column=quarter", "--batch_size=4", "--seq_len=10", "--train_steps=2",
-                 "--units=8", "--log_every=1", "--ensemble=1")
+                 "--time_column=quarter", "--batch_size=4", "--seq_len=10",
+                 "--train_steps=2", "--units=8", "--log_every=1",
+                 "--ensemble=1")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "rows.json"
     result = run("evaluate.py", f"--model_dir={model_dir}",

@@ -75,9 +75,8 @@ class Evaluator:
     def restore_latest(self, warn):
         """Restores the newest readable checkpoint (older ones stand in for
         a corrupt newest, with a warning); returns its path."""
-        path = checkpoints.restore_readable(self.restore, self.model_dir,
-                                            warn)
-        return path or checkpoints.require_checkpoint(self.model_dir)
+        return checkpoints.restore_latest(self.restore, self.model_dir,
+                                          warn)
 
     def restore_default(self, warn):
         """Restores the checkpoint evaluated when none is named

@@ -12,7 +12,8 @@ def build_model(config, task):
     """The model of `config`; an ensemble's (`ensemble=K`) is its K
     members side by side, K times the units (run/merged.py)."""
     m = config.model
-    return LSTMModel(units=m.units * config.ensemble, output_dim=task.output_dim,
+    return LSTMModel(units=m.units * config.ensemble,
+                     output_dim=task.output_dim,
                      num_layers=m.num_layers, dropout=m.dropout,
                      recurrent_dropout=m.recurrent_dropout,
                      initial_state_mode=m.initial_state_mode,

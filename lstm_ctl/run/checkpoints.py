@@ -104,6 +104,13 @@ def restore_default(restore_fn, model_dir, validate_on, warn):
         if best:
             restore_fn(best)
             return best
+    return restore_latest(restore_fn, model_dir, warn)
+
+
+def restore_latest(restore_fn, model_dir, warn):
+    """Restores the newest readable checkpoint (`restore_readable`: older
+    ones stand in for a corrupt newest, with a warning) and returns its
+    path; without one, the error `require_checkpoint` raises."""
     path = restore_readable(restore_fn, model_dir, warn)
     return path or require_checkpoint(model_dir)
 
